@@ -1,0 +1,40 @@
+# Sourced by the scripts: a virtualenv in .venv with the project installed (extras in $EXTRAS).
+# Works on a fresh Debian with Python 3.11+: installs python3-venv via apt when it is missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "roomlogs needs Python 3.11 or newer as '$PYTHON' (set PYTHON=...)" >&2
+    exit 1
+fi
+
+apt_install() {
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "please install: $*" >&2
+        return 1
+    fi
+    if [ -z "${_APT_UPDATED:-}" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        _APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if [ ! -x .venv/bin/python ]; then
+    if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        ver=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+        apt_install "python${ver}-venv" || apt_install python3-venv
+        "$PYTHON" -m venv .venv
+    fi
+fi
+
+stamp=".venv/.installed-${EXTRAS:-base}"
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    spec="."
+    [ -n "${EXTRAS:-}" ] && spec=".[${EXTRAS}]"
+    .venv/bin/python -m pip install -q -e "$spec"
+    touch "$stamp"
+fi

@@ -1,0 +1,127 @@
+"""The application factory (`create_app`), served by `roomlogs serve` and by `adev runserver`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .auth import TokenVerifier, mint_token
+from .broker import create_broker
+from .errors import error_middleware
+from .frames import heartbeat_frame
+from .handlers.probes import healthz, readyz
+from .handlers.probes import metrics as metrics_view
+from .handlers.publish import history, publish_logs
+from .handlers.stream import stream_logs
+from .hub import Hub
+from .metrics import Metrics, loop_tasks
+from .settings import Settings
+from .state import STATE, AppState
+from .subscriber import Subscriber
+
+log = logging.getLogger("service")
+
+SWEEP_INTERVAL = 1.0  # seconds between checks for clients that left without a word
+ROOM_LOGS = "/api/v1/rooms/{roomId}/logs"
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    """Build the app; with no settings, read them from the environment (what `adev` does)."""
+    settings = settings or Settings.from_env()
+    metrics = Metrics()
+
+    def on_slow(sub: Subscriber) -> None:
+        metrics.slow_consumers.inc()
+        if sub.busy and sub.transport is not None:
+            # Its handler is stuck in a write the client does not read: unblock it.
+            sub.transport.abort()
+
+    hub = Hub(on_slow=on_slow)
+    dev_secret = secrets.token_urlsafe(32) if settings.ephemeral_secret else None
+    state = AppState(
+        settings=settings,
+        hub=hub,
+        broker=create_broker(settings, hub, metrics),
+        verifier=TokenVerifier(settings, secret=dev_secret),
+        metrics=metrics,
+        dev_secret=dev_secret,
+    )
+    metrics.watch(
+        lambda: {
+            "roomlogs_connections": ("Open SSE streams", float(len(hub))),
+            "roomlogs_rooms": ("Rooms with at least one stream", float(hub.room_count)),
+            "roomlogs_loop_tasks": ("asyncio tasks alive in this process", float(loop_tasks())),
+        }
+    )
+    max_body = max(1 << 20, settings.max_message_bytes * 100 + 4096)
+    app = web.Application(middlewares=[error_middleware(metrics)], client_max_size=max_body)
+    app[STATE] = state
+    app.router.add_get(ROOM_LOGS, stream_logs, allow_head=False)
+    app.router.add_post(ROOM_LOGS, publish_logs)
+    app.router.add_get(ROOM_LOGS + "/history", history)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    app.cleanup_ctx.append(_broker_ctx)
+    app.cleanup_ctx.append(_housekeeping_ctx)
+    app.on_startup.append(_announce)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    broker = app[STATE].broker
+    await broker.start()
+    yield
+    await broker.close()
+
+
+async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_housekeeping(app[STATE]), name="roomlogs-housekeeping")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _housekeeping(state: AppState) -> None:
+    """One timer for the whole process: heartbeats for every stream, and the client-gone sweep."""
+    loop = asyncio.get_running_loop()
+    interval = state.settings.heartbeat_interval
+    tick = min(SWEEP_INTERVAL, interval)
+    next_beat = loop.time() + interval
+    while True:
+        await asyncio.sleep(tick)
+        state.hub.sweep()
+        if loop.time() >= next_beat:
+            next_beat = loop.time() + interval
+            state.hub.control(heartbeat_frame())
+
+
+async def _announce(app: web.Application) -> None:
+    state = app[STATE]
+    if state.dev_secret is None:
+        return
+    token = mint_token(
+        state.dev_secret, rooms=["*"], publish=["*"], ttl=86400, sub="dev",
+        algorithm="HS256", issuer=state.settings.jwt_issuer, audience=state.settings.jwt_audience,
+    )  # fmt: skip
+    port = state.settings.port
+    print(
+        "roomlogs: no JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL set: using an ephemeral secret.\n"
+        f"  dev token (all rooms, 24 h): {token}\n"
+        f"  stream:  curl -N -H 'Authorization: Bearer {token}' "
+        f"http://localhost:{port}/api/v1/rooms/demo/logs",
+        flush=True,
+    )
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    state = app[STATE]
+    state.draining = True
+    state.hub.close_all("shutdown")

@@ -1,0 +1,156 @@
+"""Bearer tokens (PyJWT): where they are read from, how they are verified, what they grant.
+
+The algorithm comes from an allowlist, and the key from the algorithm's family: an HS token is
+checked against the shared secret only, an RS/PS/ES/EdDSA token against the public key or JWKS
+only, so no token can choose its own verification (the classic "alg confusion").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from .settings import Settings
+
+
+class AuthError(Exception):
+    """401: no token, or a token that does not verify. `detail` never contains the token."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    subject: str | None
+    rooms: frozenset[str]
+    publish: frozenset[str]
+    expires_at: float
+
+    def can_read(self, room: str) -> bool:
+        return "*" in self.rooms or room in self.rooms
+
+    def can_publish(self, room: str) -> bool:
+        return "*" in self.publish or room in self.publish
+
+
+def token_from_request(request: web.Request, cookie_name: str) -> str | None:
+    """Authorization header, else `access_token` query parameter (EventSource), else cookie."""
+    header = request.headers.get("Authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    query = request.query.get("access_token")
+    if query:
+        return query
+    return request.cookies.get(cookie_name) or None
+
+
+def _room_set(value: Any) -> frozenset[str]:
+    if value == "*":
+        return frozenset({"*"})
+    if isinstance(value, str):
+        return frozenset({value})
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return frozenset(value)
+    return frozenset()
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings, secret: str | None = None) -> None:
+        self._algorithms = settings.jwt_algorithms
+        self._secret = secret if secret is not None else settings.jwt_secret
+        self._public_key = settings.jwt_public_key
+        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway
+
+    async def verify(self, token: str) -> Grant:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("invalid_token", "the token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise AuthError("invalid_token", "the token's algorithm is not allowed")
+        key: Any
+        if alg.startswith("HS"):
+            key = self._secret
+        elif self._jwks is not None:
+            try:
+                # PyJWKClient fetches over the network synchronously: keep it off the loop.
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            except jwt.PyJWKClientError:
+                raise AuthError("invalid_token", "no JWKS key matches the token") from None
+        else:
+            key = self._public_key
+        if key is None:
+            raise AuthError("invalid_token", "the token's algorithm is not allowed")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options={"require": ["exp"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token_expired", "the token has expired") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError("invalid_token", f"the token has no {exc.claim!r} claim") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("invalid_token", "the token's issuer is not accepted") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("invalid_token", "the token's audience is not accepted") from None
+        except jwt.PyJWTError:
+            raise AuthError("invalid_token", "the token's signature does not verify") from None
+        sub = claims.get("sub")
+        return Grant(
+            subject=sub if isinstance(sub, str) else None,
+            rooms=_room_set(claims.get("rooms")),
+            publish=_room_set(claims.get("publish")),
+            expires_at=float(claims["exp"]),
+        )
+
+
+def mint_token(
+    secret: str,
+    *,
+    rooms: Iterable[str] = ("*",),
+    publish: Iterable[str] = (),
+    ttl: float = 3600,
+    sub: str | None = None,
+    algorithm: str = "HS256",
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
+    """An HS token for development, tests and the `roomlogs token` command."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"iat": now, "exp": now + int(ttl), "rooms": _claim(rooms)}
+    publish_claim = _claim(publish)
+    if publish_claim:
+        claims["publish"] = publish_claim
+    if sub:
+        claims["sub"] = sub
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+def _claim(rooms: Iterable[str]) -> str | list[str]:
+    values = list(rooms)
+    return "*" if "*" in values else values

@@ -1,0 +1,112 @@
+"""The broker interface: the only code that talks to the transport (Redis, or memory).
+
+Both implementations deliver every message to the hub as a decoded `Message`, keep a bounded
+history per room with ids of one shape (`<ms>-<seq>`), and report their state for readiness.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..frames import Message, Rejected, decode
+from ..hub import Hub
+from ..metrics import Metrics
+from ..rooms import room_from_channel
+
+log = logging.getLogger("service.broker")
+
+# One retained log: its stream id and its one-line JSON.
+HistoryEntry = tuple[str, bytes]
+
+
+class BrokerState(enum.Enum):
+    STARTING = "starting"
+    LIVE = "live"
+    DOWN = "down"
+    CLOSED = "closed"
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot serve this call now: nothing was stored or read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What history holds for a room, to tell a resuming client whether it lost anything."""
+
+    oldest: str | None
+    newest: str | None
+    # The newest id ever trimmed away (Redis' max-deleted-entry-id); "0-0" when none.
+    trimmed_upto: str
+
+
+class Broker(abc.ABC):
+    def __init__(self, hub: Hub, metrics: Metrics, max_message_bytes: int) -> None:
+        self.hub = hub
+        self.metrics = metrics
+        self.max_message_bytes = max_message_bytes
+        self.state = BrokerState.STARTING
+        self.reason = "starting"
+
+    @property
+    def ready(self) -> bool:
+        return self.state is BrokerState.LIVE
+
+    def _set_state(self, state: BrokerState, reason: str) -> None:
+        self.state = state
+        self.reason = reason
+        self.metrics.broker_up.set(1 if state is BrokerState.LIVE else 0)
+
+    def deliver(self, channel: bytes, payload: bytes) -> Message | None:
+        """Decode one channel message and hand it to the hub; bad payloads are counted, skipped."""
+        self.metrics.broker_messages.inc()
+        room = room_from_channel(channel)
+        if room is None:
+            self._reject("bad_channel", channel, payload)
+            return None
+        try:
+            msg = decode(room, payload, self.max_message_bytes)
+        except Rejected as exc:
+            self._reject(exc.reason, channel, payload)
+            return None
+        self.hub.dispatch(msg)
+        return msg
+
+    def _reject(self, reason: str, channel: bytes, payload: bytes) -> None:
+        self.metrics.broker_invalid.labels(reason).inc()
+        log.warning(
+            "skipped broker message: reason=%s channel=%r size=%d head=%r",
+            reason,
+            channel[:140],
+            len(payload),
+            payload[:80],
+        )
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Begin delivering messages to the hub (returns once the reader task is started)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
+        """Store and deliver each one-line JSON log atomically; returns their stream ids."""
+
+    @abc.abstractmethod
+    async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:
+        """Retained logs after `after` (all when None), oldest first, at most `limit`."""
+
+    @abc.abstractmethod
+    async def last(self, room: str, count: int) -> list[HistoryEntry]:
+        """The newest `count` retained logs, oldest first."""
+
+    @abc.abstractmethod
+    async def window(self, room: str) -> Window: ...
+
+    @abc.abstractmethod
+    async def room_exists(self, room: str) -> bool: ...

@@ -1,0 +1,100 @@
+"""The embedded broker: one process, no Redis, the same semantics (ids, bounded history, TTL)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from ..frames import envelope
+from ..hub import Hub
+from ..ids import StreamKey, format_id, parse_id
+from ..metrics import Metrics
+from ..rooms import channel
+from ..settings import Settings
+from .base import Broker, BrokerState, BrokerUnavailable, HistoryEntry, Window
+
+
+class _Room:
+    __slots__ = ("entries", "expires_at", "trimmed_upto")
+
+    def __init__(self, size: int) -> None:
+        self.entries: deque[tuple[StreamKey, str, bytes]] = deque(maxlen=size)
+        self.expires_at = 0.0
+        self.trimmed_upto: StreamKey = (0, 0)
+
+
+class MemoryBroker(Broker):
+    def __init__(self, settings: Settings, hub: Hub, metrics: Metrics) -> None:
+        super().__init__(hub, metrics, settings.max_message_bytes)
+        self._size = settings.history_max
+        self._ttl = settings.history_ttl
+        self._rooms: dict[str, _Room] = {}
+        self._last: StreamKey = (0, 0)
+
+    async def start(self) -> None:
+        self._set_state(BrokerState.LIVE, "live")
+
+    async def close(self) -> None:
+        self._set_state(BrokerState.CLOSED, "closed")
+
+    def _next_key(self) -> StreamKey:
+        ms = time.time_ns() // 1_000_000
+        last_ms, last_seq = self._last
+        self._last = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+        return self._last
+
+    def _room(self, room: str) -> _Room | None:
+        entry = self._rooms.get(room)
+        if entry is not None and entry.expires_at < time.monotonic():
+            del self._rooms[room]
+            return None
+        return entry
+
+    async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
+        if self.state is not BrokerState.LIVE:
+            raise BrokerUnavailable(self.reason)
+        entry = self._room(room)
+        if entry is None:
+            entry = self._rooms[room] = _Room(self._size)
+        entry.expires_at = time.monotonic() + self._ttl
+        ids: list[str] = []
+        for data in logs:
+            key = self._next_key()
+            stream_id = format_id(key)
+            if len(entry.entries) == entry.entries.maxlen:
+                entry.trimmed_upto = entry.entries[0][0]
+            entry.entries.append((key, stream_id, data))
+            ids.append(stream_id)
+            # The same payload the Redis publish script puts on the channel.
+            self.deliver(channel(room).encode(), envelope(stream_id, data))
+        return ids
+
+    async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:
+        entry = self._room(room)
+        if entry is None:
+            return []
+        start = parse_id(after) if after else None
+        out: list[HistoryEntry] = []
+        for key, stream_id, data in entry.entries:
+            if start is not None and key <= start:
+                continue
+            out.append((stream_id, data))
+            if len(out) >= limit:
+                break
+        return out
+
+    async def last(self, room: str, count: int) -> list[HistoryEntry]:
+        entry = self._room(room)
+        if entry is None or count <= 0:
+            return []
+        return [(sid, data) for _, sid, data in list(entry.entries)[-count:]]
+
+    async def window(self, room: str) -> Window:
+        entry = self._room(room)
+        if entry is None or not entry.entries:
+            return Window(None, None, "0-0")
+        return Window(entry.entries[0][1], entry.entries[-1][1], format_id(entry.trimmed_upto))
+
+    async def room_exists(self, room: str) -> bool:
+        return self._room(room) is not None

@@ -1,0 +1,218 @@
+"""The Redis broker: one `PSUBSCRIBE room:*:logs` per process, one reader task, one Lua publish.
+
+The reader owns reconnection: on any connection error it marks itself down (readiness turns
+503), waits an exponential backoff with jitter (redis-py's own), and subscribes again on a fresh
+connection. A new subscribe confirmation after an outage means messages may have been missed, so
+every room with local subscribers is read from history after the last id it delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from ..frames import envelope
+from ..hub import Hub
+from ..ids import format_id, parse_id
+from ..metrics import Metrics
+from ..rooms import CHANNEL_PATTERN, channel, history_key, room_key
+from ..settings import Settings
+from .base import Broker, BrokerState, BrokerUnavailable, HistoryEntry, Window
+
+log = logging.getLogger("service.broker")
+
+# KEYS[1] history stream, KEYS[2] live channel; ARGV[1] MAXLEN, ARGV[2] TTL, ARGV[3..] logs.
+# XADD + PUBLISH (the payload carries the stream id) + EXPIRE, atomically: every log that is
+# live is also replayable, and channel order is id order.
+PUBLISH_SCRIPT = """
+local ids = {}
+for i = 3, #ARGV do
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'log', ARGV[i])
+  redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[i], 2))
+  ids[#ids + 1] = id
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return ids
+"""
+
+READ_TIMEOUT = 1.0  # seconds a pub/sub read waits: a real timeout, never a spinning poll
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class RedisBroker(Broker):
+    def __init__(self, settings: Settings, hub: Hub, metrics: Metrics) -> None:
+        super().__init__(hub, metrics, settings.max_message_bytes)
+        assert settings.redis_url is not None
+        self._history_max = settings.history_max
+        self._history_ttl = settings.history_ttl
+        self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.05)
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            # Commands retry briefly; past that a publish answers 503 instead of hanging.
+            retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            health_check_interval=10,
+            decode_responses=False,
+            protocol=2,
+        )
+        self._script = self._client.register_script(PUBLISH_SCRIPT)
+        self._task: asyncio.Task[None] | None = None
+        self._lost_at_ms: int | None = None
+        self.subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="roomlogs-redis-reader")
+
+    async def close(self) -> None:
+        self._set_state(BrokerState.CLOSED, "closed")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.aclose()
+
+    # -- the reader ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.psubscribe(CHANNEL_PATTERN)
+                failures = 0
+                await self._read(pubsub)
+            except Exception as exc:  # the reader must outlive anything Redis does to it
+                failures += 1
+                if not isinstance(exc, (*_CONNECTION_ERRORS, BrokerUnavailable)):
+                    log.exception("redis reader failed unexpectedly")
+                self._went_down(f"redis unreachable: {type(exc).__name__}")
+                delay = self._backoff.compute(failures)
+                log.warning(
+                    "redis subscription lost (%s); retrying in %.2fs (attempt %d)",
+                    exc,
+                    delay,
+                    failures,
+                )
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self, pubsub: PubSub) -> None:
+        deliver = self.deliver
+        while True:
+            msg: dict[str, Any] | None = await pubsub.get_message(timeout=READ_TIMEOUT)
+            if msg is None:
+                continue
+            kind = msg["type"]
+            if kind == "pmessage":
+                deliver(msg["channel"], msg["data"])
+            elif kind == "psubscribe":
+                await self._subscribed()
+
+    def _went_down(self, reason: str) -> None:
+        if self.state is BrokerState.LIVE:
+            self._lost_at_ms = time.time_ns() // 1_000_000
+        self.subscribed.clear()
+        self._set_state(BrokerState.DOWN, reason)
+
+    async def _subscribed(self) -> None:
+        recovering = self._lost_at_ms is not None
+        if recovering:
+            self.metrics.broker_reconnects.inc()
+            await self._catch_up()
+            self._lost_at_ms = None
+        self._set_state(BrokerState.LIVE, "live")
+        self.subscribed.set()
+        log.info("redis subscription live%s", " (recovered)" if recovering else "")
+
+    async def _catch_up(self) -> None:
+        """Deliver what rooms with local subscribers missed while the subscription was down."""
+        assert self._lost_at_ms is not None
+        fallback = f"{max(self._lost_at_ms - 1000, 0)}-0"
+        for room in self.hub.rooms():
+            last = self.hub.last_key(room)
+            after = format_id(last) if last is not None else fallback
+            entries = await self.history(room, after, self._history_max)
+            ch = channel(room).encode()
+            for stream_id, data in entries:
+                self.deliver(ch, envelope(stream_id, data))
+            if entries:
+                log.info("caught up room=%s with %d logs", room, len(entries))
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
+        try:
+            ids = await self._script(
+                keys=[history_key(room), channel(room)],
+                args=[self._history_max, self._history_ttl, *logs],
+            )
+        except RedisError as exc:
+            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+        return [i.decode("ascii") for i in ids]
+
+    async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:
+        start = f"({after}" if after else "-"
+        try:
+            rows = await self._client.xrange(history_key(room), start, "+", count=limit)
+            assert rows is not None
+        except RedisError as exc:
+            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+        return _entries(rows)
+
+    async def last(self, room: str, count: int) -> list[HistoryEntry]:
+        if count <= 0:
+            return []
+        try:
+            rows = await self._client.xrevrange(history_key(room), "+", "-", count=count)
+            assert rows is not None
+        except RedisError as exc:
+            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+        rows.reverse()
+        return _entries(rows)
+
+    async def window(self, room: str) -> Window:
+        try:
+            info = await self._client.xinfo_stream(history_key(room))
+        except aioredis.ResponseError:  # no such key
+            return Window(None, None, "0-0")
+        except RedisError as exc:
+            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+        first, last = info.get("first-entry"), info.get("last-entry")
+        trimmed = info.get("max-deleted-entry-id", b"0-0")
+        return Window(
+            first[0].decode() if first else None,
+            last[0].decode() if last else None,
+            trimmed.decode() if isinstance(trimmed, bytes) else str(trimmed),
+        )
+
+    async def room_exists(self, room: str) -> bool:
+        try:
+            return bool(await self._client.exists(room_key(room)))
+        except RedisError as exc:
+            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+
+
+def _entries(rows: Sequence[tuple[Any, Any]]) -> list[HistoryEntry]:
+    out: list[HistoryEntry] = []
+    for raw_id, fields in rows:
+        data = fields.get(b"log")
+        stream_id = raw_id.decode("ascii")
+        if data is not None and parse_id(stream_id) is not None:
+            out.append((stream_id, data))
+    return out

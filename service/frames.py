@@ -1,0 +1,113 @@
+"""Broker payload → `Message`, decoded once and encoded as an SSE frame once.
+
+The same `frame` bytes go to every subscriber of the room (encode once, like centrifuge).
+`data` is always one line of JSON: JSON text from a publisher may be pretty-printed, so a
+payload with a raw CR or LF is re-serialised, and no payload can forge SSE fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from .ids import StreamKey, parse_id
+
+# The service's own publish script prefixes the log with its stream id: {"id":"<id>",...}.
+_ENVELOPE: Final = b'{"id":"'
+_MAX_ID_LEN: Final = 41
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    room: str
+    id: str | None
+    key: StreamKey | None
+    data: bytes
+    level: str | None
+    agent_type: str | None
+    frame: bytes
+
+
+class Rejected(Exception):
+    """A broker payload that is skipped; `reason` is the metrics label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def envelope(stream_id: str, data: bytes) -> bytes:
+    """What the publish script sends: the log with its stream id put first (`data` is an object)."""
+    return _ENVELOPE + stream_id.encode("ascii") + b'",' + data[1:]
+
+
+def split_envelope(payload: bytes) -> tuple[str | None, bytes]:
+    """Strip the `"id"` the publish script put first; foreign payloads come back unchanged."""
+    if not payload.startswith(_ENVELOPE):
+        return None, payload
+    end = payload.find(b'",', len(_ENVELOPE), len(_ENVELOPE) + _MAX_ID_LEN)
+    if end < 0:
+        return None, payload
+    stream_id = payload[len(_ENVELOPE) : end].decode("ascii", "replace")
+    if parse_id(stream_id) is None:
+        return None, payload
+    return stream_id, b"{" + payload[end + 2 :]
+
+
+def decode(room: str, payload: bytes, max_bytes: int) -> Message:
+    """Turn one channel payload into a `Message`, or raise `Rejected` with the reason."""
+    if len(payload) > max_bytes:
+        raise Rejected("too_large")
+    stream_id, body = split_envelope(payload)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Rejected("invalid_json") from None
+    if type(obj) is not dict:
+        raise Rejected("not_an_object")
+    return message_from_log(room, stream_id, obj, body)
+
+
+def message_from_log(
+    room: str, stream_id: str | None, log: dict[str, Any], body: bytes | None = None
+) -> Message:
+    """Build the message of a decoded log; `body` is reused as `data` when it is already fit."""
+    if "timestamp" not in log:
+        log["timestamp"] = utc_now_iso()
+        body = None
+    if body is None or b"\n" in body or b"\r" in body:
+        body = orjson.dumps(log)
+    level = log.get("level")
+    agent = log.get("agentType")
+    return Message(
+        room=room,
+        id=stream_id,
+        key=parse_id(stream_id) if stream_id is not None else None,
+        data=body,
+        level=level if type(level) is str else None,
+        agent_type=agent if type(agent) is str else None,
+        frame=log_frame(stream_id, body),
+    )
+
+
+def log_frame(stream_id: str | None, data: bytes) -> bytes:
+    if stream_id is None:
+        return b"event: log\ndata: " + data + b"\n\n"
+    return b"id: " + stream_id.encode("ascii") + b"\nevent: log\ndata: " + data + b"\n\n"
+
+
+def event_frame(event: str, payload: dict[str, Any], retry_ms: int | None = None) -> bytes:
+    """A control event (`connected`, `heartbeat`, `gap`, `unavailable`)."""
+    head = b"retry: %d\n" % retry_ms if retry_ms is not None else b""
+    return head + b"event: " + event.encode("ascii") + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def heartbeat_frame() -> bytes:
+    return event_frame("heartbeat", {"timestamp": utc_now_iso()})

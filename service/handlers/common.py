@@ -1,0 +1,67 @@
+"""Checks every room route makes, in the order DESIGN.md gives: room id, token, claim, room."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..auth import AuthError, Grant, token_from_request
+from ..broker import BrokerUnavailable
+from ..errors import ApiError
+from ..rooms import is_valid_room_id
+from ..state import AppState
+
+
+def valid_room(request: web.Request) -> str:
+    room = request.match_info["roomId"]
+    if not is_valid_room_id(room):
+        raise ApiError(
+            400,
+            "invalid_room_id",
+            "room ids are 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit",
+        )
+    return room
+
+
+async def authorize(request: web.Request, state: AppState, room: str, *, publish: bool) -> Grant:
+    token = token_from_request(request, state.settings.auth_cookie)
+    if token is None:
+        raise ApiError(
+            401,
+            "missing_token",
+            "send a token as 'Authorization: Bearer …', ?access_token= or the "
+            f"{state.settings.auth_cookie} cookie",
+            {"WWW-Authenticate": 'Bearer realm="roomlogs"'},
+        )
+    try:
+        grant = await state.verifier.verify(token)
+    except AuthError as exc:
+        raise ApiError(
+            401,
+            exc.code,
+            exc.detail,
+            {
+                "WWW-Authenticate": f'Bearer realm="roomlogs", error="invalid_token", '
+                f'error_description="{exc.detail}"'
+            },
+        ) from None
+    allowed = grant.can_publish(room) if publish else grant.can_read(room)
+    if not allowed:
+        claim = "publish" if publish else "rooms"
+        raise ApiError(
+            403, "room_not_allowed", f"room {room!r} is not in the token's {claim!r} claim"
+        )
+    return grant
+
+
+async def check_room(state: AppState, room: str) -> None:
+    """ROOM_CHECK=redis: the room must exist as the key `room:{id}` (set by the app backend)."""
+    if state.settings.room_check != "redis":
+        return
+    try:
+        exists = await state.broker.room_exists(room)
+    except BrokerUnavailable:
+        raise ApiError(
+            503, "broker_unavailable", "cannot check the room now", {"Retry-After": "1"}
+        ) from None
+    if not exists:
+        raise ApiError(404, "unknown_room", f"room {room!r} does not exist")

@@ -1,0 +1,83 @@
+"""`POST …/logs` (publish) and `GET …/logs/history` (retained logs as JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..broker import BrokerUnavailable
+from ..errors import ApiError
+from ..ids import parse_id
+from ..logs import InvalidLog, normalize
+from ..state import STATE
+from .common import authorize, check_room, valid_room
+
+MAX_BATCH = 100
+HISTORY_LIMIT_MAX = 1000
+
+
+def _unavailable(exc: BrokerUnavailable) -> ApiError:
+    return ApiError(
+        503, "broker_unavailable", f"not stored: {exc}; retry later", {"Retry-After": "1"}
+    )
+
+
+async def publish_logs(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    room = valid_room(request)
+    await authorize(request, state, room, publish=True)
+    await check_room(state, room)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "the body is not JSON") from None
+    batch = body if isinstance(body, list) else [body]
+    if not batch:
+        raise ApiError(400, "invalid_body", "an empty array holds no log")
+    if len(batch) > MAX_BATCH:
+        raise ApiError(400, "too_many_logs", f"at most {MAX_BATCH} logs per request")
+    encoded: list[bytes] = []
+    limit = state.settings.max_message_bytes
+    for index, item in enumerate(batch):
+        where = f"[{index}]." if isinstance(body, list) else ""
+        try:
+            log: dict[str, Any] = normalize(item)
+        except InvalidLog as exc:
+            raise ApiError(400, "invalid_log", f"{where}{exc.field} {exc.detail}") from None
+        data = orjson.dumps(log)
+        if len(data) > limit:
+            raise ApiError(413, "too_large", f"{where or 'the log'} is over {limit} bytes")
+        encoded.append(data)
+    try:
+        ids = await state.broker.publish(room, encoded)
+    except BrokerUnavailable as exc:
+        raise _unavailable(exc) from None
+    state.metrics.published.inc(len(ids))
+    return web.json_response({"roomId": room, "ids": ids}, status=202)
+
+
+async def history(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    room = valid_room(request)
+    await authorize(request, state, room, publish=False)
+    await check_room(state, room)
+    after = request.query.get("after") or None
+    if after is not None and parse_id(after) is None:
+        raise ApiError(400, "invalid_after", "after must be a stream id such as 1700000000000-0")
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= HISTORY_LIMIT_MAX:
+        raise ApiError(400, "invalid_limit", f"limit must be 1-{HISTORY_LIMIT_MAX}")
+    try:
+        entries = await state.broker.history(room, after, limit + 1)
+    except BrokerUnavailable as exc:
+        raise _unavailable(exc) from None
+    more = len(entries) > limit
+    entries = entries[:limit]
+    logs = [{"id": stream_id, **orjson.loads(data)} for stream_id, data in entries]
+    body = {"roomId": room, "logs": logs, "next": entries[-1][0] if more else None}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")

@@ -1,0 +1,207 @@
+"""`GET /api/v1/rooms/{roomId}/logs`: the SSE stream.
+
+Thin by design: check, register, replay, then one loop that waits on the subscriber (the hub
+wakes it for logs, heartbeats, slow-consumer and shutdown closes, and a client that left) and
+writes whatever is queued as one coalesced write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import orjson
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_exceptions import ClientConnectionResetError
+from aiohttp_sse import EventSourceResponse
+
+from ..broker import BrokerUnavailable
+from ..errors import ApiError
+from ..frames import event_frame, log_frame, message_from_log, utc_now_iso
+from ..ids import parse_id
+from ..logs import LEVELS
+from ..state import STATE, AppState
+from ..subscriber import Subscriber
+from .common import authorize, check_room, valid_room
+
+log = logging.getLogger("service.stream")
+
+_GONE = (ConnectionResetError, ClientConnectionResetError, ConnectionError)
+
+
+class LogStreamResponse(EventSourceResponse):
+    """aiohttp-sse's response (headers, method check, TCP_USER_TIMEOUT) without its ping task.
+
+    Heartbeats come from one process-wide ticker through the hub, so a stream costs no timer
+    and no task of its own; `stop_streaming()`/`wait()` still work through a plain future.
+    """
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return self._payload_writer
+        self._set_tcp_user_timeout(request)
+        self.enable_chunked_encoding()
+        writer = await web.StreamResponse.prepare(self, request)
+        self._ping_task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+        return writer
+
+
+async def unavailable(request: web.Request, state: AppState, reason: str) -> web.StreamResponse:
+    """A transient refusal a browser's EventSource retries: 200, `retry:`, `unavailable`, close.
+
+    Any non-200 status makes EventSource give up for good (DESIGN.md), so this is not a 503.
+    """
+    state.metrics.rejected.labels(reason).inc()
+    base = state.settings.retry_ms
+    retry_ms = int(base + random.uniform(0, base))  # jitter: no thundering herd  # noqa: S311
+    resp = LogStreamResponse()
+    await resp.prepare(request)
+    await resp.write(event_frame("unavailable", {"reason": reason, "retryMs": retry_ms}, retry_ms))
+    await resp.write_eof()
+    return resp
+
+
+async def stream_logs(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    settings = state.settings
+    room = valid_room(request)
+    grant = await authorize(request, state, room, publish=False)
+    min_level = request.query.get("level") or None
+    if min_level is not None and min_level not in LEVELS:
+        raise ApiError(400, "invalid_level", f"level must be one of {', '.join(LEVELS)}")
+    agent_type = request.query.get("agentType") or None
+    last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId") or None
+    last_key = parse_id(last_id) if last_id else None
+    if last_id and last_key is None:
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID is not a stream id")
+    history_n = _history_count(request, settings.history_max)
+    await check_room(state, room)
+
+    if state.draining:
+        return await unavailable(request, state, "draining")
+    if not state.broker.ready:
+        return await unavailable(request, state, "broker_unavailable")
+    if len(state.hub) >= settings.max_connections:
+        return await unavailable(request, state, "max_connections")
+
+    sub = Subscriber(
+        room,
+        settings.subscriber_buffer,
+        min_level=min_level,
+        agent_type=agent_type,
+        transport=request.transport,
+    )
+    # Registered before history is read: whatever arrives meanwhile waits in the buffer and is
+    # merged after the replay by id, so there is neither a gap nor a duplicate.
+    state.hub.add(sub)
+    metrics = state.metrics
+    resp = LogStreamResponse(headers=_cors_headers(request, state))
+    try:
+        await resp.prepare(request)
+        try:
+            head = await _replay(state, sub, last_id, history_n)
+        except BrokerUnavailable:
+            state.hub.remove(sub)
+            await resp.write(
+                event_frame(
+                    "unavailable",
+                    {"reason": "broker_unavailable", "retryMs": settings.retry_ms},
+                    settings.retry_ms,
+                )
+            )
+            return resp
+        await resp.write(head)
+        timeout = grant.expires_at - time.time() + settings.jwt_leeway
+        expiry = asyncio.get_running_loop().call_later(max(timeout, 0), sub.close, "token_expired")
+        try:
+            while True:
+                await sub.wait()
+                if sub.close_reason is not None:
+                    break
+                data = sub.take()
+                if data:
+                    sub.busy = True
+                    await resp.write(data)
+                    sub.busy = False
+                    metrics.events_sent.inc(data.count(b"\n\n"))
+                    metrics.bytes_sent.inc(len(data))
+        finally:
+            expiry.cancel()
+        if sub.close_reason == "shutdown":
+            await resp.write(event_frame("unavailable", {"reason": "shutdown"}, settings.retry_ms))
+    except _GONE:
+        pass
+    finally:
+        state.hub.remove(sub)
+        sub.close("client_gone")
+    return resp
+
+
+async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history_n: int) -> bytes:
+    """The opening bytes: `retry:` + `connected`, then `gap` if needed, then the replay."""
+    settings = state.settings
+    broker = state.broker
+    recovered = True
+    entries: list[tuple[str, bytes]] = []
+    if last_id is not None:
+        last_key = parse_id(last_id)
+        assert last_key is not None
+        window = await broker.window(sub.room)
+        trimmed = parse_id(window.trimmed_upto) or (0, 0)
+        recovered = last_key >= trimmed
+        entries = await broker.history(sub.room, last_id, settings.history_max)
+    elif history_n:
+        entries = await broker.last(sub.room, history_n)
+    parts = [
+        event_frame(
+            "connected",
+            {"roomId": sub.room, "timestamp": utc_now_iso(), "recovered": recovered},
+            settings.retry_ms,
+        )
+    ]
+    if not recovered:
+        parts.append(
+            event_frame(
+                "gap", {"after": last_id, "resumedFrom": entries[0][0] if entries else None}
+            )
+        )
+    sent = 0
+    for stream_id, data in entries:
+        filtered = sub.min_rank or sub.agent_type is not None
+        if filtered and not sub.accepts(
+            message_from_log(sub.room, stream_id, orjson.loads(data), data)
+        ):
+            continue
+        parts.append(log_frame(stream_id, data))
+        sent += 1
+    if entries:
+        sub.after = parse_id(entries[-1][0])
+    state.metrics.replayed.inc(sent)
+    return b"".join(parts)
+
+
+def _history_count(request: web.Request, cap: int) -> int:
+    raw = request.query.get("history")
+    if raw is None or raw == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ApiError(400, "invalid_history", "history must be a whole number of logs")
+    return min(value, cap)
+
+
+def _cors_headers(request: web.Request, state: AppState) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if origin and origin in state.settings.cors_origins:
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Vary": "Origin",
+        }
+    return {}

@@ -1,0 +1,114 @@
+"""In-process fan-out: room → subscribers. No I/O and no awaits, so it is easy to reason about.
+
+Dispatch puts the message (encoded once) into each subscriber's bounded buffer; a subscriber
+that cannot take it is closed as a slow consumer right here, in one place, and nobody else
+waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from .frames import Message
+from .ids import StreamKey
+from .subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+
+SLOW_CONSUMER = "slow_consumer"
+
+
+class Hub:
+    def __init__(self, on_slow: Callable[[Subscriber], None] | None = None) -> None:
+        # dict as an insertion-ordered set: iteration order is stable while dispatching.
+        self._rooms: dict[str, dict[Subscriber, None]] = {}
+        # The newest stream id delivered per room; drops a message seen twice (live + catch-up).
+        self._last: dict[str, StreamKey] = {}
+        self._count = 0
+        self._on_slow = on_slow
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Subscriber]:
+        for subs in list(self._rooms.values()):
+            yield from list(subs)
+
+    @property
+    def room_count(self) -> int:
+        return len(self._rooms)
+
+    def rooms(self) -> list[str]:
+        return list(self._rooms)
+
+    def subscribers(self, room: str) -> int:
+        return len(self._rooms.get(room, ()))
+
+    def last_key(self, room: str) -> StreamKey | None:
+        return self._last.get(room)
+
+    def add(self, sub: Subscriber) -> None:
+        subs = self._rooms.setdefault(sub.room, {})
+        if sub not in subs:
+            subs[sub] = None
+            self._count += 1
+
+    def remove(self, sub: Subscriber) -> None:
+        subs = self._rooms.get(sub.room)
+        if subs is None or sub not in subs:
+            return
+        del subs[sub]
+        self._count -= 1
+        if not subs:
+            del self._rooms[sub.room]
+            self._last.pop(sub.room, None)
+
+    def dispatch(self, msg: Message) -> int:
+        """Offer `msg` to every subscriber of its room; returns how many were offered it."""
+        subs = self._rooms.get(msg.room)
+        if not subs:
+            return 0
+        key = msg.key
+        if key is not None:
+            last = self._last.get(msg.room)
+            if last is not None and key <= last:
+                return 0
+            self._last[msg.room] = key
+        slow: list[Subscriber] | None = None
+        for sub in subs:
+            if not sub.offer(msg):
+                if slow is None:
+                    slow = []
+                slow.append(sub)
+        if slow is not None:
+            for sub in slow:
+                self.remove(sub)
+                sub.close(SLOW_CONSUMER)
+                log.warning("slow consumer closed: room=%s buffer=%d", sub.room, sub.limit)
+                if self._on_slow is not None:
+                    self._on_slow(sub)
+        return len(subs) + (len(slow) if slow else 0)
+
+    def control(self, frame: bytes) -> None:
+        """Send one shared control frame (the heartbeat) to every subscriber."""
+        for subs in self._rooms.values():
+            for sub in subs:
+                sub.control(frame)
+
+    def sweep(self) -> int:
+        """Close subscribers whose client has gone, even where no handler noticed (no writes).
+
+        aiohttp only cancels a handler on disconnect with `handler_cancellation=True`; this
+        check does not depend on it. Returns how many were closed.
+        """
+        gone = [sub for sub in self if sub.transport is not None and sub.transport.is_closing()]
+        for sub in gone:
+            self.remove(sub)
+            sub.close("client_gone")
+        return len(gone)
+
+    def close_all(self, reason: str) -> None:
+        for sub in list(self):
+            self.remove(sub)
+            sub.close(reason)

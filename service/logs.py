@@ -1,0 +1,51 @@
+"""The log format of DESIGN.md, and validation of logs that publishers send over HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+from .frames import utc_now_iso
+
+LEVELS: Final = ("debug", "info", "success", "warn", "error")
+MAX_AGENT_TYPE: Final = 128
+
+
+class InvalidLog(ValueError):
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+
+def normalize(obj: Any) -> dict[str, Any]:
+    """Check one log and fill in `timestamp` and `metadata`; unknown extra fields are kept."""
+    if not isinstance(obj, dict):
+        raise InvalidLog("log", "a log must be a JSON object")
+    agent = obj.get("agentType")
+    if not isinstance(agent, str) or not 0 < len(agent) <= MAX_AGENT_TYPE:
+        raise InvalidLog("agentType", f"must be a string of 1-{MAX_AGENT_TYPE} characters")
+    if obj.get("level") not in LEVELS:
+        raise InvalidLog("level", f"must be one of {', '.join(LEVELS)}")
+    if not isinstance(obj.get("message"), str):
+        raise InvalidLog("message", "must be a string")
+    if "metadata" not in obj or obj["metadata"] is None:
+        obj["metadata"] = {}
+    elif not isinstance(obj["metadata"], dict):
+        raise InvalidLog("metadata", "must be a JSON object")
+    if "id" in obj:
+        raise InvalidLog("id", "is assigned by the service")
+    ts = obj.get("timestamp")
+    if ts is None:
+        obj["timestamp"] = utc_now_iso()
+    elif not isinstance(ts, str) or not _is_iso8601(ts):
+        raise InvalidLog("timestamp", "must be an ISO-8601 date and time")
+    return obj
+
+
+def _is_iso8601(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

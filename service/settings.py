@@ -1,0 +1,237 @@
+"""Configuration: one frozen object built once from the environment (and `serve` flags).
+
+Every variable of DESIGN.md is described once in `FIELDS`; the CLI builds its flags from the
+same table, so a variable and its flag can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+ALLOWED_ALGORITHMS = frozenset(
+    {
+        "HS256", "HS384", "HS512",
+        "RS256", "RS384", "RS512",
+        "PS256", "PS384", "PS512",
+        "ES256", "ES384", "ES512",
+        "EdDSA",
+    }
+)  # fmt: skip
+
+
+class SettingsError(ValueError):
+    """A bad configuration value; `str()` is the one line printed before exiting."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"invalid {variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen_host: str = "0.0.0.0"
+    port: int = 8080
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway: float = 30.0
+    auth_cookie: str = "roomlogs_token"
+    heartbeat_interval: float = 30.0
+    retry_ms: int = 3000
+    history_max: int = 1000
+    history_ttl: int = 86400
+    subscriber_buffer: int = 1000
+    max_connections: int = 10000
+    max_message_bytes: int = 65536
+    cors_origins: tuple[str, ...] = ()
+    room_check: Literal["off", "redis"] = "off"
+    workers: int = 1
+    shutdown_timeout: float = 10.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @property
+    def ephemeral_secret(self) -> bool:
+        """True when no key is configured: the CLI generates a secret and prints a dev token."""
+        return not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every variable of `FIELDS`; `overrides` (attribute names) win over the environment.
+
+        Raises `SettingsError` naming the first bad variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in FIELDS:
+            raw = overrides.get(spec.attr)
+            if raw is None:
+                raw = env.get(spec.env)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[spec.attr] = spec.parse(raw) if isinstance(raw, str) else raw
+            except (ValueError, OSError) as exc:
+                raise SettingsError(spec.env, f"{raw!r}: {exc}") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-field rules that no single parser can see."""
+        for alg in self.jwt_algorithms:
+            if alg not in ALLOWED_ALGORITHMS:
+                raise SettingsError(
+                    "JWT_ALGORITHMS",
+                    f"{alg!r} is not allowed (choose from {', '.join(sorted(ALLOWED_ALGORITHMS))})",
+                )
+        asymmetric = [a for a in self.jwt_algorithms if not a.startswith("HS")]
+        if self.jwt_public_key and self.jwt_jwks_url:
+            raise SettingsError("JWT_PUBLIC_KEY", "set JWT_PUBLIC_KEY or JWT_JWKS_URL, not both")
+        if (self.jwt_public_key or self.jwt_jwks_url) and not asymmetric:
+            raise SettingsError(
+                "JWT_ALGORITHMS", "a public key or JWKS URL needs an RS/PS/ES/EdDSA algorithm"
+            )
+        if asymmetric and not (self.jwt_public_key or self.jwt_jwks_url):
+            raise SettingsError(
+                "JWT_PUBLIC_KEY", f"{asymmetric[0]} needs JWT_PUBLIC_KEY or JWT_JWKS_URL"
+            )
+        if self.redis_url is None and self.workers > 1:
+            raise SettingsError(
+                "WORKERS", "the embedded broker serves one process: set REDIS_URL to run workers"
+            )
+        if self.room_check == "redis" and self.redis_url is None:
+            raise SettingsError("ROOM_CHECK", "'redis' needs REDIS_URL")
+
+
+# -- parsers ------------------------------------------------------------------------------
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected {low}..{high}")
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected {low:g}..{high:g}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _algorithms(raw: str) -> tuple[str, ...]:
+    algs = _csv(raw)
+    if not algs:
+        raise ValueError("expected at least one algorithm")
+    return algs
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return raw
+
+
+def _pem(raw: str) -> str:
+    """PEM text itself, or the path of a file that holds it (easier in container secrets)."""
+    text = raw if "-----BEGIN" in raw else Path(raw).read_text()
+    if "-----BEGIN" not in text:
+        raise ValueError("expected a PEM public key or the path of one")
+    return text
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.attr.replace("_", "-")
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("LISTEN_HOST", "listen_host", _nonempty, "address to listen on"),
+    FieldSpec("PORT", "port", _int(0, 65535), "TCP port"),
+    FieldSpec("REDIS_URL", "redis_url", _redis_url, "Redis URL; unset: embedded broker"),
+    FieldSpec("JWT_SECRET", "jwt_secret", _nonempty, "HS* shared secret"),
+    FieldSpec("JWT_PUBLIC_KEY", "jwt_public_key", _pem, "PEM public key (text or path)"),
+    FieldSpec("JWT_JWKS_URL", "jwt_jwks_url", _url, "JWKS URL"),
+    FieldSpec("JWT_ALGORITHMS", "jwt_algorithms", _algorithms, "comma-separated allowlist"),
+    FieldSpec("JWT_ISSUER", "jwt_issuer", _nonempty, "required iss claim"),
+    FieldSpec("JWT_AUDIENCE", "jwt_audience", _nonempty, "required aud claim"),
+    FieldSpec("JWT_LEEWAY", "jwt_leeway", _float(0, 3600), "clock skew allowed, seconds"),
+    FieldSpec("AUTH_COOKIE", "auth_cookie", _nonempty, "cookie read for the token"),
+    FieldSpec("HEARTBEAT_INTERVAL", "heartbeat_interval", _float(0.05, 3600), "seconds"),
+    FieldSpec("RETRY_MS", "retry_ms", _int(0, 3_600_000), "retry: hint, milliseconds"),
+    FieldSpec("HISTORY_MAX", "history_max", _int(1, 1_000_000), "logs kept per room"),
+    FieldSpec("HISTORY_TTL", "history_ttl", _int(1, 365 * 86400), "seconds kept after a publish"),
+    FieldSpec("SUBSCRIBER_BUFFER", "subscriber_buffer", _int(1, 1_000_000), "frames per stream"),
+    FieldSpec("MAX_CONNECTIONS", "max_connections", _int(1, 10_000_000), "streams per process"),
+    FieldSpec("MAX_MESSAGE_BYTES", "max_message_bytes", _int(256, 16 << 20), "largest log"),
+    FieldSpec("CORS_ORIGINS", "cors_origins", _csv, "comma-separated allowed origins"),
+    FieldSpec("ROOM_CHECK", "room_check", _choice("off", "redis"), "off or redis"),
+    FieldSpec("WORKERS", "workers", _int(1, 256), "worker processes"),
+    FieldSpec("SHUTDOWN_TIMEOUT", "shutdown_timeout", _float(0, 3600), "drain seconds"),
+    FieldSpec("LOG_FORMAT", "log_format", _choice("text", "json"), "text or json"),
+    FieldSpec("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING, ERROR"),
+)
+
+assert {f.attr for f in FIELDS} == {f.name for f in fields(Settings)}

@@ -1,0 +1,135 @@
+"""One connection's side of the fan-out: a bounded queue plus a wake-up signal.
+
+The hub only ever calls the non-blocking methods (`offer`, `control`, `close`); the stream
+handler is the only one that awaits (`wait`). Mercure's rule: a full buffer is never thinned,
+it ends the subscription ("slow consumer") and the client resumes by id from history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Final
+
+from .frames import Message
+from .ids import StreamKey
+from .logs import LEVELS
+
+LEVEL_RANK: Final = {name: rank for rank, name in enumerate(LEVELS)}
+
+
+class Subscriber:
+    __slots__ = (
+        "_control",
+        "_queue",
+        "_waiter",
+        "after",
+        "agent_type",
+        "busy",
+        "close_reason",
+        "limit",
+        "min_rank",
+        "room",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        room: str,
+        limit: int,
+        *,
+        min_level: str | None = None,
+        agent_type: str | None = None,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
+        self.room = room
+        self.limit = limit
+        self.min_rank = LEVEL_RANK[min_level] if min_level else 0
+        self.agent_type = agent_type
+        self.transport = transport
+        # Live messages with a key at or below `after` were already sent by the replay.
+        self.after: StreamKey | None = None
+        self.close_reason: str | None = None
+        # True while the handler is inside a write; a slow-consumer close then aborts the socket.
+        self.busy = False
+        self._queue: deque[Message] = deque()
+        self._control: bytes | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Subscriber room={self.room!r} queued={len(self._queue)}>"
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    def accepts(self, msg: Message) -> bool:
+        if self.agent_type is not None and msg.agent_type != self.agent_type:
+            return False
+        if self.min_rank:
+            rank = LEVEL_RANK.get(msg.level or "", len(LEVELS))
+            return rank >= self.min_rank
+        return True
+
+    def offer(self, msg: Message) -> bool:
+        """Queue `msg` without blocking; False means the buffer is full (a slow consumer)."""
+        if self.close_reason is not None:
+            return True
+        if (self.min_rank or self.agent_type is not None) and not self.accepts(msg):
+            return True
+        if len(self._queue) >= self.limit:
+            return False
+        self._queue.append(msg)
+        self._wake()
+        return True
+
+    def control(self, frame: bytes) -> None:
+        """A heartbeat-like frame: outside the bound, the newest replaces an unsent one."""
+        self._control = frame
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return when there is something to send, or the subscription was closed."""
+        if self._queue or self._control is not None or self.close_reason is not None:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def take(self) -> bytes:
+        """Everything queued, as one coalesced write (control frame first)."""
+        parts: list[bytes] = []
+        if self._control is not None:
+            parts.append(self._control)
+            self._control = None
+        queue = self._queue
+        after = self.after
+        while queue:
+            msg = queue.popleft()
+            if after is not None and msg.key is not None:
+                if msg.key <= after:
+                    continue
+                # Keys arrive in order: once one is past the replay, all later ones are.
+                self.after = after = None
+            parts.append(msg.frame)
+        return b"".join(parts)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)

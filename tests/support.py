@@ -1,0 +1,244 @@
+"""Real parts for the tests: a private redis-server, the service as a process, an SSE reader."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def redis_server_binary() -> str:
+    """redis-server, installed from Debian's packages when missing (as root)."""
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
+            check=True,
+            env=env,
+        )
+        path = shutil.which("redis-server")
+    if not path:
+        raise RuntimeError("redis-server is missing: apt-get install redis-server")
+    return path
+
+
+class RedisServer:
+    """A redis-server of our own on a free port: never the data of an existing Redis."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer PING within 10 s")
+
+    def kill(self) -> None:
+        """Stop it by PID, at once (SIGKILL): what an outage looks like to the service."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def cli(self, *args: str) -> str:
+        redis_cli = shutil.which("redis-cli") or "redis-cli"
+        out = subprocess.run(
+            [redis_cli, "-p", str(self.port), *args],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+        return out.stdout.decode()
+
+
+@dataclass
+class ServiceProcess:
+    """`python -m service serve`, started the production way, on a free port."""
+
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_path: Path) -> None:
+        self.log_path = log_path
+        env = {**os.environ, **self.env, "PORT": str(self.port), "LISTEN_HOST": "127.0.0.1"}
+        with open(log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "serve"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def wait_healthy(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"service exited: {self.output()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(self.url + "/readyz") as r:
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"service not ready in {timeout}s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+
+@dataclass
+class Event:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+    retry: int | None = None
+
+    def json(self) -> Any:
+        return orjson.loads(self.data)
+
+
+class SSEStream:
+    """A minimal EventSource parser over an aiohttp response (the WHATWG rules we rely on)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+
+    async def events(self) -> AsyncIterator[Event]:
+        ev = Event()
+        data: list[str] = []
+        seen = False
+        while True:
+            raw = await self.resp.content.readline()
+            if not raw:
+                return
+            line = raw.decode("utf-8").rstrip("\r\n")
+            if not line:
+                if seen:
+                    ev.data = "\n".join(data)
+                    yield ev
+                ev, data, seen = Event(), [], False
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            seen = True
+            if name == "event":
+                ev.event = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id":
+                ev.id = value
+            elif name == "retry":
+                ev.retry = int(value)
+
+    async def next(self, *, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10) -> Event:
+        async with asyncio.timeout(timeout):
+            async for ev in self.events():
+                if ev.event not in skip:
+                    return ev
+        raise EOFError("stream ended")
+
+    async def collect(self, count: int, *, event: str = "log", timeout: float = 20) -> list[Event]:
+        got: list[Event] = []
+        async with asyncio.timeout(timeout):
+            async for ev in self.events():
+                if ev.event == event:
+                    got.append(ev)
+                    if len(got) == count:
+                        return got
+        raise EOFError(f"stream ended after {len(got)} of {count} {event} events")
+
+
+def sample_log(i: int, **extra: Any) -> dict[str, Any]:
+    """A log in the original NestJS format."""
+    return {
+        "timestamp": f"2026-01-01T00:00:{i % 60:02d}.000Z",
+        "agentType": "story",
+        "level": "info",
+        "message": f"log {i}",
+        "metadata": {"step": i},
+        **extra,
+    }
