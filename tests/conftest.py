@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from service.app import create_app
 from service.auth import mint_token
 from service.settings import Settings
+from service.state import STATE
 
 from .support import RedisServer, ServiceProcess
 
@@ -76,7 +78,10 @@ def make_client(aiohttp_client: ClientFactory, redis_server: RedisServer) -> Mak
     async def make(*, redis: bool = False, **kw: Any) -> TestClient[web.Request, web.Application]:
         if redis:
             kw.setdefault("redis_url", redis_server.url)
-        return await aiohttp_client(create_app(settings(**kw)))
+        client = await aiohttp_client(create_app(settings(**kw)))
+        async with asyncio.timeout(10):
+            await client.app[STATE].broker.wait_live()
+        return client
 
     return make
 

@@ -7,6 +7,7 @@ history per room with ids of one shape (`<ms>-<seq>`), and report their state fo
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 import logging
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ class Broker(abc.ABC):
         self.max_message_bytes = max_message_bytes
         self.state = BrokerState.STARTING
         self.reason = "starting"
+        self._live = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -60,6 +62,14 @@ class Broker(abc.ABC):
         self.state = state
         self.reason = reason
         self.metrics.broker_up.set(1 if state is BrokerState.LIVE else 0)
+        if state is BrokerState.LIVE:
+            self._live.set()
+        else:
+            self._live.clear()
+
+    async def wait_live(self) -> None:
+        """Until the subscription is live (start-up, or after an outage)."""
+        await self._live.wait()
 
     def deliver(self, channel: bytes, payload: bytes) -> Message | None:
         """Decode one channel message and hand it to the hub; bad payloads are counted, skipped."""

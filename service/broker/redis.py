@@ -72,7 +72,6 @@ class RedisBroker(Broker):
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         self._lost_at_ms: int | None = None
-        self.subscribed = asyncio.Event()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="roomlogs-redis-reader")
@@ -127,7 +126,6 @@ class RedisBroker(Broker):
     def _went_down(self, reason: str) -> None:
         if self.state is BrokerState.LIVE:
             self._lost_at_ms = time.time_ns() // 1_000_000
-        self.subscribed.clear()
         self._set_state(BrokerState.DOWN, reason)
 
     async def _subscribed(self) -> None:
@@ -137,7 +135,6 @@ class RedisBroker(Broker):
             await self._catch_up()
             self._lost_at_ms = None
         self._set_state(BrokerState.LIVE, "live")
-        self.subscribed.set()
         log.info("redis subscription live%s", " (recovered)" if recovering else "")
 
     async def _catch_up(self) -> None:

@@ -1,0 +1,65 @@
+"""Fan-out: rooms are isolated, and many streams on one room all get every log in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from .conftest import MakeClient, StartService, auth
+from .support import RedisServer, SSEStream, sample_log
+
+
+async def test_two_rooms_never_see_each_others_logs(
+    make_client: MakeClient, broker_kind: str, room: str
+) -> None:
+    client = await make_client(redis=broker_kind == "redis")
+    other = room + "-other"
+    async with (
+        client.get(f"/api/v1/rooms/{room}/logs", headers=auth()) as a,
+        client.get(f"/api/v1/rooms/{other}/logs", headers=auth()) as b,
+    ):
+        sa, sb = SSEStream(a), SSEStream(b)
+        assert (await sa.next()).event == "connected"
+        assert (await sb.next()).event == "connected"
+        for i in range(5):
+            r = await client.post(f"/api/v1/rooms/{room}/logs", json=sample_log(i), headers=auth())
+            assert r.status == 202
+            r = await client.post(
+                f"/api/v1/rooms/{other}/logs", json=sample_log(100 + i), headers=auth()
+            )
+            assert r.status == 202
+        got_a = [e.json()["message"] for e in await sa.collect(5)]
+        got_b = [e.json()["message"] for e in await sb.collect(5)]
+    assert got_a == [f"log {i}" for i in range(5)]
+    assert got_b == [f"log {100 + i}" for i in range(5)]
+
+
+async def test_200_streams_on_one_room_receive_every_log_in_order(
+    service: StartService, redis_server: RedisServer, room: str
+) -> None:
+    srv = await service(REDIS_URL=redis_server.url)
+    streams, logs = 200, 50
+    url = f"{srv.url}/api/v1/rooms/{room}/logs"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        responses = await asyncio.gather(*(http.get(url, headers=auth()) for _ in range(streams)))
+        try:
+            sse = [SSEStream(r) for r in responses]
+            assert all(r.status == 200 for r in responses)
+            for s in sse:
+                assert (await s.next()).event == "connected"
+            readers = [asyncio.create_task(s.collect(logs, timeout=30)) for s in sse]
+            for i in range(logs):
+                async with http.post(url, json=sample_log(i), headers=auth()) as r:
+                    assert r.status == 202
+            results = await asyncio.gather(*readers)
+        finally:
+            for r in responses:
+                r.close()
+    expected = [f"log {i}" for i in range(logs)]
+    for events in results:
+        assert [e.json()["message"] for e in events] == expected
+        ids = [e.id for e in events]
+        assert all(ids), "logs published through the API carry their stream id"
+        assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
