@@ -242,3 +242,62 @@ def sample_log(i: int, **extra: Any) -> dict[str, Any]:
         "metadata": {"step": i},
         **extra,
     }
+
+
+class Follower:
+    """What a browser's EventSource does: read, and on any end reconnect with Last-Event-ID."""
+
+    def __init__(
+        self, http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.http = http
+        self.url = url
+        self.headers = headers or {}
+        self.logs: list[Event] = []
+        self.gaps: list[Event] = []
+        self.connected: list[Event] = []
+        self.last_id: str | None = None
+        self.connects = 0
+
+    async def run(
+        self,
+        total: int,
+        *,
+        drop_after: Any = None,
+        pause: Any = None,
+        timeout: float = 60,
+    ) -> list[Event]:
+        """Until `total` logs arrived. `drop_after()` → read that many logs, then hang up;
+        `pause()` → an awaitable run before each read, to play a slow reader."""
+        async with asyncio.timeout(timeout):
+            while len(self.logs) < total:
+                headers = dict(self.headers)
+                if self.last_id is not None:
+                    headers["Last-Event-ID"] = self.last_id
+                limit = drop_after() if drop_after is not None else None
+                try:
+                    async with self.http.get(self.url, headers=headers) as resp:
+                        assert resp.status == 200, await resp.text()
+                        self.connects += 1
+                        read = 0
+                        async for ev in SSEStream(resp).events():
+                            if ev.event == "log":
+                                self.logs.append(ev)
+                                self.last_id = ev.id or self.last_id
+                                read += 1
+                                if len(self.logs) >= total:
+                                    return self.logs
+                                if limit is not None and read >= limit:
+                                    break
+                                if pause is not None:
+                                    await pause()
+                            elif ev.event == "connected":
+                                self.connected.append(ev)
+                            elif ev.event == "gap":
+                                self.gaps.append(ev)
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                    pass  # the server hung up on us: reconnect, as EventSource does
+        return self.logs
+
+    def messages(self) -> list[str]:
+        return [e.json()["message"] for e in self.logs]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..frames import Message, Rejected, decode
 from ..hub import Hub
+from ..ids import StreamKey, parse_id
 from ..metrics import Metrics
 from ..rooms import room_from_channel
 
@@ -41,8 +42,15 @@ class Window:
 
     oldest: str | None
     newest: str | None
-    # The newest id ever trimmed away (Redis' max-deleted-entry-id); "0-0" when none.
-    trimmed_upto: str
+    # Whether history ever dropped a log to stay within HISTORY_MAX.
+    trimmed: bool
+
+    def covers(self, after: StreamKey) -> bool:
+        """False when logs after `after` may have been trimmed: it points before the oldest."""
+        if not self.trimmed or self.oldest is None:
+            return True
+        oldest = parse_id(self.oldest)
+        return oldest is None or after >= oldest
 
 
 class Broker(abc.ABC):

@@ -16,12 +16,12 @@ from .base import Broker, BrokerState, BrokerUnavailable, HistoryEntry, Window
 
 
 class _Room:
-    __slots__ = ("entries", "expires_at", "trimmed_upto")
+    __slots__ = ("entries", "expires_at", "trimmed")
 
     def __init__(self, size: int) -> None:
         self.entries: deque[tuple[StreamKey, str, bytes]] = deque(maxlen=size)
         self.expires_at = 0.0
-        self.trimmed_upto: StreamKey = (0, 0)
+        self.trimmed = False
 
 
 class MemoryBroker(Broker):
@@ -63,7 +63,7 @@ class MemoryBroker(Broker):
             key = self._next_key()
             stream_id = format_id(key)
             if len(entry.entries) == entry.entries.maxlen:
-                entry.trimmed_upto = entry.entries[0][0]
+                entry.trimmed = True
             entry.entries.append((key, stream_id, data))
             ids.append(stream_id)
             # The same payload the Redis publish script puts on the channel.
@@ -93,8 +93,8 @@ class MemoryBroker(Broker):
     async def window(self, room: str) -> Window:
         entry = self._room(room)
         if entry is None or not entry.entries:
-            return Window(None, None, "0-0")
-        return Window(entry.entries[0][1], entry.entries[-1][1], format_id(entry.trimmed_upto))
+            return Window(None, None, trimmed=False)
+        return Window(entry.entries[0][1], entry.entries[-1][1], trimmed=entry.trimmed)
 
     async def room_exists(self, room: str) -> bool:
         return self._room(room) is not None

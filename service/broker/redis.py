@@ -187,15 +187,16 @@ class RedisBroker(Broker):
         try:
             info = await self._client.xinfo_stream(history_key(room))
         except aioredis.ResponseError:  # no such key
-            return Window(None, None, "0-0")
+            return Window(None, None, trimmed=False)
         except RedisError as exc:
             raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
         first, last = info.get("first-entry"), info.get("last-entry")
-        trimmed = info.get("max-deleted-entry-id", b"0-0")
+        # Trimming (MAXLEN ~) is not XDEL: max-deleted-entry-id stays 0-0, so compare counts.
+        trimmed = int(info.get("entries-added", 0)) > int(info.get("length", 0))
         return Window(
             first[0].decode() if first else None,
             last[0].decode() if last else None,
-            trimmed.decode() if isinstance(trimmed, bytes) else str(trimmed),
+            trimmed=trimmed,
         )
 
     async def room_exists(self, room: str) -> bool:

@@ -149,9 +149,7 @@ async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history
     if last_id is not None:
         last_key = parse_id(last_id)
         assert last_key is not None
-        window = await broker.window(sub.room)
-        trimmed = parse_id(window.trimmed_upto) or (0, 0)
-        recovered = last_key >= trimmed
+        recovered = (await broker.window(sub.room)).covers(last_key)
         entries = await broker.history(sub.room, last_id, settings.history_max)
     elif history_n:
         entries = await broker.last(sub.room, history_n)
