@@ -258,6 +258,7 @@ class Follower:
         self.connected: list[Event] = []
         self.last_id: str | None = None
         self.connects = 0
+        self.ready = asyncio.Event()  # set at the first `connected` event
 
     async def run(
         self,
@@ -293,6 +294,7 @@ class Follower:
                                     await pause()
                             elif ev.event == "connected":
                                 self.connected.append(ev)
+                                self.ready.set()
                             elif ev.event == "gap":
                                 self.gaps.append(ev)
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):

@@ -150,8 +150,7 @@ async def test_2000_logs_with_20_clients_reconnecting_at_random_lose_nothing(
         ]
         # Everyone is connected before the first log: from then on, only reconnects.
         async with asyncio.timeout(10):
-            while any(not f.connected for f in followers):
-                await asyncio.sleep(0.01)
+            await asyncio.gather(*(f.ready.wait() for f in followers))
         batch = 20
         for start in range(0, total, batch):
             logs = [sample_log(i) for i in range(start, start + batch)]
@@ -176,8 +175,7 @@ async def test_pubsub_connection_killed_while_publishing_loses_nothing(
         followers = [Follower(http, base, auth()) for _ in range(5)]
         tasks = [asyncio.create_task(f.run(total, timeout=60)) for f in followers]
         async with asyncio.timeout(10):
-            while any(not f.connected for f in followers):
-                await asyncio.sleep(0.01)
+            await asyncio.gather(*(f.ready.wait() for f in followers))
         for i in range(total):
             if i in (100, 200):
                 killed = redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
@@ -215,8 +213,7 @@ async def test_a_reader_that_stalls_then_reads_again_ends_with_every_log(
         follower = Follower(http, base, auth())
         task = asyncio.create_task(follower.run(total, pause=pause, timeout=90))
         async with asyncio.timeout(10):
-            while not follower.connected:
-                await asyncio.sleep(0.01)
+            await follower.ready.wait()
         for i in range(total):
             log = sample_log(i, metadata={"blob": big})
             r = await client.post(f"/api/v1/rooms/{room}/logs", json=log, headers=auth())
