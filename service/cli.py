@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 from collections.abc import Sequence
+
+import orjson
 
 from . import __version__
 from .settings import FIELDS, Settings, SettingsError
@@ -27,12 +31,38 @@ def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--secret", default=None, help="secret to sign with (default: JWT_SECRET)")
 
 
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="service URL (default http://localhost:8080)")
+    p.add_argument("--token", default=None, help="token (default: ROOMLOGS_TOKEN, else minted)")
+
+
+def _publish_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("publish", help="publish one log, to Redis (REDIS_URL) or over HTTP")
+    p.add_argument("room")
+    p.add_argument("message")
+    p.add_argument("--agent", default="system", help="agentType (system)")
+    p.add_argument("--level", default="info", help="debug, info, success, warn, error")
+    p.add_argument("--metadata", default="{}", help="a JSON object")
+    p.add_argument("--redis-url", default=None, help="publish to Redis (default: REDIS_URL)")
+    _client_flags(p)
+
+
+def _tail_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("tail", help="follow a room in the terminal, resuming after disconnects")
+    p.add_argument("room")
+    p.add_argument("--history", type=int, default=20, help="logs to show first (20)")
+    p.add_argument("--count", type=int, default=None, help="exit after this many logs")
+    _client_flags(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roomlogs", description=__doc__)
     parser.add_argument("--version", action="version", version=f"roomlogs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _token_parser(sub)
+    _publish_parser(sub)
+    _tail_parser(sub)
     return parser
 
 
@@ -48,10 +78,76 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "token":
             return _token(args)
+        if args.command == "publish":
+            return asyncio.run(_publish(args))
+        if args.command == "tail":
+            return _tail(args)
     except SettingsError as exc:
         print(f"roomlogs: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _client_token(args: argparse.Namespace, room: str) -> str | None:
+    """--token, else ROOMLOGS_TOKEN, else one minted from JWT_SECRET for this room."""
+    if args.token or os.environ.get("ROOMLOGS_TOKEN"):
+        return str(args.token or os.environ["ROOMLOGS_TOKEN"])
+    settings = Settings.from_env()
+    if settings.jwt_secret:
+        from .auth import mint_token
+
+        return mint_token(settings.jwt_secret, rooms=[room], publish=[room], ttl=600, sub="cli")
+    return None
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    from .publisher import Publisher, PublishError
+
+    try:
+        metadata = orjson.loads(args.metadata)
+    except orjson.JSONDecodeError:
+        print("roomlogs publish: --metadata is not JSON", file=sys.stderr)
+        return 2
+    redis_url = args.redis_url or (os.environ.get("REDIS_URL") if not args.url else None)
+    if redis_url:
+        settings = Settings.from_env(redis_url=redis_url)
+        publisher = Publisher(
+            redis_url=redis_url,
+            history_max=settings.history_max,
+            history_ttl=settings.history_ttl,
+            max_message_bytes=settings.max_message_bytes,
+        )
+    else:
+        url = args.url or "http://localhost:8080"
+        publisher = Publisher(url=url, token=_client_token(args, args.room))
+    try:
+        async with publisher:
+            stream_id = await publisher.emit(
+                args.room, args.message, agent_type=args.agent, level=args.level, metadata=metadata
+            )
+    except (PublishError, ValueError) as exc:
+        print(f"roomlogs publish: not stored: {exc}", file=sys.stderr)
+        return 1
+    print(stream_id)
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from .tail import tail
+
+    url = args.url or "http://localhost:8080"
+    try:
+        return asyncio.run(
+            tail(
+                url,
+                args.room,
+                _client_token(args, args.room),
+                history=args.history,
+                max_logs=args.count,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ payload with a raw CR or LF is re-serialised, and no payload can forge SSE field
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -18,6 +19,7 @@ from .ids import StreamKey, parse_id
 # The service's own publish script prefixes the log with its stream id: {"id":"<id>",...}.
 _ENVELOPE: Final = b'{"id":"'
 _MAX_ID_LEN: Final = 41
+MAX_CLOCK_SKEW_MS: Final = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ def split_envelope(payload: bytes) -> tuple[str | None, bytes]:
     """Strip the `"id"` the publish script put first; foreign payloads come back unchanged."""
     if not payload.startswith(_ENVELOPE):
         return None, payload
-    end = payload.find(b'",', len(_ENVELOPE), len(_ENVELOPE) + _MAX_ID_LEN)
+    end = payload.find(b'",', len(_ENVELOPE), len(_ENVELOPE) + _MAX_ID_LEN + 2)
     if end < 0:
         return None, payload
     stream_id = payload[len(_ENVELOPE) : end].decode("ascii", "replace")
@@ -66,6 +68,10 @@ def decode(room: str, payload: bytes, max_bytes: int) -> Message:
     if len(payload) > max_bytes:
         raise Rejected("too_large")
     stream_id, body = split_envelope(payload)
+    if stream_id is not None and _from_the_future(stream_id):
+        # Ids come from Redis' clock; one far ahead is forged, and would make the hub's
+        # per-room ordering drop every real log after it.
+        raise Rejected("bad_id")
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -95,6 +101,11 @@ def message_from_log(
         agent_type=agent if type(agent) is str else None,
         frame=log_frame(stream_id, body),
     )
+
+
+def _from_the_future(stream_id: str) -> bool:
+    key = parse_id(stream_id)
+    return key is None or key[0] > time.time() * 1000 + MAX_CLOCK_SKEW_MS
 
 
 def log_frame(stream_id: str | None, data: bytes) -> bytes:

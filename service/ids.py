@@ -6,7 +6,9 @@ import re
 
 StreamKey = tuple[int, int]
 
-_STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_U64_MAX = (1 << 64) - 1
+MAX_KEY: StreamKey = (_U64_MAX, _U64_MAX)
 
 
 def parse_id(text: str) -> StreamKey | None:
@@ -14,7 +16,10 @@ def parse_id(text: str) -> StreamKey | None:
     m = _STREAM_ID.fullmatch(text)
     if m is None:
         return None
-    return int(m.group(1)), int(m.group(2))
+    ms, seq = int(m.group(1)), int(m.group(2))
+    if ms > _U64_MAX or seq > _U64_MAX:  # Redis refuses these ids
+        return None
+    return ms, seq
 
 
 def format_id(key: StreamKey) -> str:

@@ -303,3 +303,11 @@ class Follower:
 
     def messages(self) -> list[str]:
         return [e.json()["message"] for e in self.logs]
+
+
+async def poll_until(check: Any, timeout: float = 15, interval: float = 0.05) -> None:
+    """For state another process holds and announces no event for (/metrics, /readyz):
+    ask again until `await check()` is true, within a bounded time."""
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 - no event crosses the process boundary
+            await asyncio.sleep(interval)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import aiohttp
 from aiohttp import web
 
@@ -12,7 +9,7 @@ from service.app import create_app
 from service.state import STATE
 
 from .conftest import StartService, auth, settings
-from .support import RedisServer, SSEStream, free_port
+from .support import RedisServer, SSEStream, free_port, poll_until
 
 
 async def _gauges(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -24,16 +21,6 @@ async def _gauges(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out
-
-
-async def _until(check: object, timeout: float = 10) -> None:
-    """Poll a condition with a bounded deadline (the process gives no event to await)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def test_disconnect_leaves_no_subscriber_and_no_task_on_a_production_server(
@@ -62,7 +49,7 @@ async def test_disconnect_leaves_no_subscriber_and_no_task_on_a_production_serve
                 and g["roomlogs_loop_tasks"] <= before["roomlogs_loop_tasks"]
             )
 
-        await _until(settled)
+        await poll_until(settled)
 
 
 async def test_sweep_notices_a_client_gone_even_without_handler_cancellation(room: str) -> None:
@@ -86,6 +73,6 @@ async def test_sweep_notices_a_client_gone_even_without_handler_cancellation(roo
             async def gone() -> bool:
                 return len(hub) == 0 and hub.room_count == 0
 
-            await _until(gone)
+            await poll_until(gone)
     finally:
         await runner.cleanup()

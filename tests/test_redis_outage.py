@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import aiohttp
 
 from .conftest import StartService, auth
-from .support import RedisServer, SSEStream, sample_log
+from .support import RedisServer, SSEStream, poll_until, sample_log
 
 
 async def _ready_status(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str]]:
@@ -17,13 +14,15 @@ async def _ready_status(http: aiohttp.ClientSession, url: str) -> tuple[int, dic
 
 
 async def _wait_ready(http: aiohttp.ClientSession, url: str, status: int) -> dict[str, str]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    body: dict[str, str] = {}
+
+    async def answered() -> bool:
+        nonlocal body
         got, body = await _ready_status(http, url)
-        if got == status:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"/readyz never answered {status}")
+        return got == status
+
+    await poll_until(answered, timeout=20)
+    return body
 
 
 async def test_redis_restart_keeps_streams_and_readiness_follows(

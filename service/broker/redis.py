@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,7 +26,7 @@ from redis.retry import Retry
 
 from ..frames import envelope
 from ..hub import Hub
-from ..ids import format_id, parse_id
+from ..ids import MAX_KEY, format_id, parse_id
 from ..metrics import Metrics
 from ..rooms import CHANNEL_PATTERN, channel, history_key, room_key
 from ..settings import Settings
@@ -46,6 +47,17 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return ids
 """
+
+
+async def store_and_publish(
+    script: AsyncScript, room: str, logs: Sequence[bytes], history_max: int, history_ttl: int
+) -> list[str]:
+    """Run the publish script for one room; the ids of the stored logs, in order."""
+    ids = await script(
+        keys=[history_key(room), channel(room)], args=[history_max, history_ttl, *logs]
+    )
+    return [i.decode("ascii") for i in ids]
+
 
 READ_TIMEOUT = 1.0  # seconds a pub/sub read waits: a real timeout, never a spinning poll
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -155,15 +167,15 @@ class RedisBroker(Broker):
 
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
         try:
-            ids = await self._script(
-                keys=[history_key(room), channel(room)],
-                args=[self._history_max, self._history_ttl, *logs],
+            return await store_and_publish(
+                self._script, room, logs, self._history_max, self._history_ttl
             )
         except RedisError as exc:
             raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
-        return [i.decode("ascii") for i in ids]
 
     async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:
+        if after is not None and parse_id(after) == MAX_KEY:
+            return []  # nothing can follow the largest id, and Redis refuses "(max"
         start = f"({after}" if after else "-"
         try:
             rows = await self._client.xrange(history_key(room), start, "+", count=limit)

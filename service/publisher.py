@@ -1,0 +1,114 @@
+"""The publishers' helper: `await publisher.emit(room, message, ...)`.
+
+The replacement for the original NestJS `RoomsService.emitLog()`. Over Redis it runs the
+service's own publish script (stored in history *and* live, atomically), so logs published by a
+backend are replayable; over HTTP it posts to `POST /api/v1/rooms/{room}/logs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+
+from .broker.redis import PUBLISH_SCRIPT, store_and_publish
+from .logs import normalize
+from .rooms import is_valid_room_id
+
+
+class PublishError(Exception):
+    """The log was not stored; `str()` says why."""
+
+
+class Publisher:
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        history_max: int = 1000,
+        history_ttl: int = 86400,
+        max_message_bytes: int = 65536,
+    ) -> None:
+        if (redis_url is None) == (url is None):
+            raise ValueError("give exactly one of redis_url= or url=")
+        self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
+        self._script = self._redis.register_script(PUBLISH_SCRIPT) if self._redis else None
+        self._url = url.rstrip("/") if url else None
+        self._token = token
+        self._http: aiohttp.ClientSession | None = None
+        self._history_max = history_max
+        self._history_ttl = history_ttl
+        self._max_bytes = max_message_bytes
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._http is not None:
+            await self._http.close()
+
+    async def emit(
+        self,
+        room: str,
+        message: str,
+        *,
+        agent_type: str = "system",
+        level: str = "info",
+        metadata: Mapping[str, Any] | None = None,
+        **extra: Any,
+    ) -> str:
+        """Publish one log; returns its stream id."""
+        log = {
+            **extra,
+            "agentType": agent_type,
+            "level": level,
+            "message": message,
+            "metadata": dict(metadata or {}),
+        }
+        return (await self.emit_many(room, [log]))[0]
+
+    async def emit_many(self, room: str, logs: Sequence[Mapping[str, Any]]) -> list[str]:
+        if not is_valid_room_id(room):
+            raise PublishError(f"invalid room id {room!r}")
+        encoded = []
+        for log in logs:
+            data = orjson.dumps(normalize(dict(log)))
+            if len(data) > self._max_bytes:
+                raise PublishError(f"a log is over {self._max_bytes} bytes")
+            encoded.append(data)
+        if self._script is not None:
+            try:
+                return await store_and_publish(
+                    self._script, room, encoded, self._history_max, self._history_ttl
+                )
+            except aioredis.RedisError as exc:
+                raise PublishError(f"redis: {exc}") from exc
+        return await self._post(room, b"[" + b",".join(encoded) + b"]")
+
+    async def _post(self, room: str, body: bytes) -> list[str]:
+        if self._http is None:
+            headers = {"Content-Type": "application/json"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            self._http = aiohttp.ClientSession(headers=headers)
+        try:
+            async with self._http.post(f"{self._url}/api/v1/rooms/{room}/logs", data=body) as r:
+                payload = await r.json(content_type=None)
+                if r.status != 202:
+                    raise PublishError(
+                        f"{r.status} {payload.get('error')}: {payload.get('detail')}"
+                    )
+                ids: list[str] = payload["ids"]
+                return ids
+        except aiohttp.ClientError as exc:
+            raise PublishError(f"http: {exc}") from exc

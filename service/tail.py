@@ -1,0 +1,95 @@
+"""`roomlogs tail ROOM`: follow a room in a terminal, coloured by level, resuming by id."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+
+import aiohttp
+import orjson
+
+_COLOURS = {
+    "debug": "\033[2m",
+    "info": "\033[36m",
+    "success": "\033[32m",
+    "warn": "\033[33m",
+    "error": "\033[31;1m",
+}
+_RESET = "\033[0m"
+
+
+def format_log(log: dict[str, Any], colour: bool) -> str:
+    level = str(log.get("level", "?"))
+    head = f"{log.get('timestamp', '')} {level.upper():<7} [{log.get('agentType', '?')}]"
+    line = f"{head} {log.get('message', '')}"
+    if log.get("metadata"):
+        line += " " + orjson.dumps(log["metadata"]).decode()
+    if colour and level in _COLOURS:
+        return f"{_COLOURS[level]}{line}{_RESET}"
+    return line
+
+
+async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str | None, str]]:
+    """(event, id, data) for each complete event; a half-received event at the end is dropped."""
+    event: str = "message"
+    ident: str | None = None
+    data: list[str] = []
+    while line := await resp.content.readline():
+        text = line.decode("utf-8").rstrip("\r\n")
+        if not text:
+            if data:
+                yield event, ident, "\n".join(data)
+            event, ident, data = "message", None, []
+        elif text.startswith("event:"):
+            event = text[6:].strip()
+        elif text.startswith("id:"):
+            ident = text[3:].strip()
+        elif text.startswith("data:"):
+            data.append(text[5:].removeprefix(" "))
+
+
+async def tail(
+    url: str,
+    room: str,
+    token: str | None,
+    *,
+    history: int = 0,
+    out: TextIO = sys.stdout,
+    colour: bool | None = None,
+    max_logs: int | None = None,
+) -> int:
+    """Follow until interrupted (or `max_logs` logs); reconnects with Last-Event-ID."""
+    colour = out.isatty() if colour is None else colour
+    last_id: str | None = None
+    delay = 1.0
+    seen = 0
+    stream_url = f"{url.rstrip('/')}/api/v1/rooms/{room}/logs"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=None)) as http:
+        while True:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            params = {"history": str(history)} if history and last_id is None else {}
+            if last_id:
+                headers["Last-Event-ID"] = last_id
+            try:
+                async with http.get(stream_url, headers=headers, params=params) as resp:
+                    if resp.status != 200:
+                        body = await resp.text()
+                        print(f"roomlogs tail: {resp.status} {body}", file=sys.stderr)
+                        return 1
+                    async for event, ident, data in sse_events(resp):
+                        if event == "log":
+                            print(format_log(orjson.loads(data), colour), file=out, flush=True)
+                            last_id = ident or last_id
+                            seen += 1
+                            if max_logs is not None and seen >= max_logs:
+                                return 0
+                        elif event == "gap":
+                            print(f"-- gap: some logs are no longer held ({data})", file=out)
+                        elif event == "unavailable":
+                            delay = orjson.loads(data).get("retryMs", 3000) / 1000
+            except aiohttp.ClientError as exc:
+                print(f"-- disconnected ({exc}); reconnecting", file=sys.stderr)
+            await asyncio.sleep(delay)
+            delay = 1.0

@@ -1,0 +1,419 @@
+"""Hub and Subscriber: the in-process fan-out, driven directly (no I/O, no server)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from service.frames import Message, message_from_log
+from service.hub import SLOW_CONSUMER, Hub
+from service.subscriber import Subscriber
+
+MS = 1_700_000_000_000
+TS = "2026-01-01T00:00:00.000Z"
+
+
+def message(
+    room: str, seq: int | None, *, level: str = "info", agent: str = "story", ms: int = MS
+) -> Message:
+    """A decoded log of `room` with stream id `<ms>-<seq>` (no id when `seq` is None)."""
+    log: dict[str, Any] = {
+        "timestamp": TS,
+        "agentType": agent,
+        "level": level,
+        "message": f"log {seq}",
+        "metadata": {},
+    }
+    return message_from_log(room, None if seq is None else f"{ms}-{seq}", log)
+
+
+class ClientTransport(asyncio.Transport):
+    """All the hub reads of a connection: whether it is closing. A real object, not a mock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def blocks(sub: Subscriber, within: float = 0.05) -> bool:
+    """True when `sub.wait()` is still waiting after `within` seconds (a bounded check)."""
+    task = asyncio.create_task(sub.wait())
+    done, _ = await asyncio.wait({task}, timeout=within)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return not done
+
+
+# -- dispatch -----------------------------------------------------------------------------
+
+
+def test_dispatch_reaches_only_the_rooms_subscribers() -> None:
+    hub = Hub()
+    a1, a2, b = Subscriber("a", 10), Subscriber("a", 10), Subscriber("b", 10)
+    for sub in (a1, a2, b):
+        hub.add(sub)
+    msg = message("a", 0)
+    assert hub.dispatch(msg) == 2
+    assert a1.take() == msg.frame
+    assert a2.take() == msg.frame
+    assert b.queued == 0
+    assert b.take() == b""
+    assert hub.dispatch(message("nobody-here", 0)) == 0
+
+
+def test_dispatch_keeps_order() -> None:
+    hub = Hub()
+    sub = Subscriber("a", 100)
+    hub.add(sub)
+    msgs = [message("a", i) for i in range(20)]
+    for msg in msgs:
+        hub.dispatch(msg)
+    assert sub.take() == b"".join(m.frame for m in msgs)
+
+
+def test_full_buffer_closes_only_that_subscriber_as_slow_consumer() -> None:
+    seen: list[tuple[Subscriber, int, str | None]] = []
+    hub: Hub
+
+    def on_slow(sub: Subscriber) -> None:
+        seen.append((sub, hub.subscribers("a"), sub.close_reason))
+
+    hub = Hub(on_slow=on_slow)
+    slow = Subscriber("a", 3)
+    fast1, fast2 = Subscriber("a", 1000), Subscriber("a", 1000)
+    for sub in (fast1, slow, fast2):
+        hub.add(sub)
+    msgs = [message("a", i) for i in range(50)]
+    # Nobody reads: dispatch is synchronous, so it never waits for the slow one.
+    for msg in msgs:
+        hub.dispatch(msg)
+
+    assert slow.close_reason == SLOW_CONSUMER
+    assert slow.closed
+    # on_slow ran once, after the subscriber was removed and closed.
+    assert seen == [(slow, 2, SLOW_CONSUMER)]
+    assert hub.subscribers("a") == 2
+    assert len(hub) == 2
+    assert slow not in list(hub)
+    # Never thinned: the slow one holds exactly what fitted, in order.
+    assert slow.queued == 3
+    assert slow.take() == b"".join(m.frame for m in msgs[:3])
+    for fast in (fast1, fast2):
+        assert fast.queued == len(msgs)
+        assert fast.take() == b"".join(m.frame for m in msgs)
+
+
+def test_dispatch_counts_subscribers_including_one_closed_as_slow() -> None:
+    hub = Hub()
+    slow, fast = Subscriber("a", 1), Subscriber("a", 10)
+    hub.add(slow)
+    hub.add(fast)
+    assert hub.dispatch(message("a", 0)) == 2
+    assert hub.dispatch(message("a", 1)) == 2  # slow closed on this one, it was still offered
+    assert hub.dispatch(message("a", 2)) == 1
+
+
+# -- dedup by stream key ------------------------------------------------------------------
+
+
+def test_duplicate_and_older_keys_are_dropped() -> None:
+    hub = Hub()
+    sub = Subscriber("a", 100)
+    hub.add(sub)
+    live = [message("a", i) for i in range(3)]
+    for msg in live:
+        assert hub.dispatch(msg) == 1
+    assert hub.last_key("a") == (MS, 2)
+    # A catch-up after a reconnect reads history after an older id: overlaps are dropped.
+    catch_up = [message("a", i) for i in range(1, 5)]
+    assert [hub.dispatch(m) for m in catch_up] == [0, 0, 1, 1]
+    assert hub.dispatch(message("a", 0, ms=MS - 1)) == 0  # older millisecond
+    assert hub.last_key("a") == (MS, 4)
+    assert sub.take() == b"".join(m.frame for m in live + catch_up[2:])
+
+
+def test_dedup_is_per_room() -> None:
+    hub = Hub()
+    a, b = Subscriber("a", 10), Subscriber("b", 10)
+    hub.add(a)
+    hub.add(b)
+    assert hub.dispatch(message("a", 9)) == 1
+    assert hub.dispatch(message("b", 1)) == 1  # an older key than room a's newest
+    assert hub.last_key("a") == (MS, 9)
+    assert hub.last_key("b") == (MS, 1)
+    assert b.queued == 1
+
+
+def test_messages_without_an_id_are_never_deduplicated() -> None:
+    hub = Hub()
+    sub = Subscriber("a", 10)
+    hub.add(sub)
+    hub.dispatch(message("a", 5))
+    foreign = message("a", None)
+    assert hub.dispatch(foreign) == 1
+    assert hub.dispatch(foreign) == 1
+    assert hub.last_key("a") == (MS, 5)
+    assert sub.queued == 3
+
+
+def test_a_room_without_subscribers_records_no_key() -> None:
+    hub = Hub()
+    hub.dispatch(message("a", 7))
+    assert hub.last_key("a") is None
+    sub = Subscriber("a", 10)
+    hub.add(sub)
+    assert hub.dispatch(message("a", 3)) == 1
+
+
+# -- take() -------------------------------------------------------------------------------
+
+
+def test_take_coalesces_everything_queued_in_order() -> None:
+    sub = Subscriber("a", 10)
+    msgs = [message("a", i) for i in range(4)] + [message("a", None)]
+    for msg in msgs:
+        assert sub.offer(msg)
+    assert sub.take() == b"".join(m.frame for m in msgs)
+    assert sub.queued == 0
+    assert sub.take() == b""
+
+
+def test_take_skips_keys_at_or_below_after() -> None:
+    sub = Subscriber("a", 10)
+    sub.after = (MS, 2)  # the replay already sent up to here
+    msgs = [message("a", i) for i in range(5)]
+    for msg in msgs:
+        sub.offer(msg)
+    assert sub.take() == msgs[3].frame + msgs[4].frame
+    assert sub.after is None  # past the replay: later keys are never compared again
+    later = message("a", 1, ms=MS + 1)
+    sub.offer(later)
+    assert sub.take() == later.frame
+
+
+def test_take_keeps_messages_without_id_during_replay_overlap() -> None:
+    sub = Subscriber("a", 10)
+    sub.after = (MS, 5)
+    foreign = message("a", None)
+    old, new = message("a", 5), message("a", 6)
+    for msg in (old, foreign, new):
+        sub.offer(msg)
+    assert sub.take() == foreign.frame + new.frame
+
+
+# -- filters ------------------------------------------------------------------------------
+
+
+LEVELS = ("debug", "info", "success", "warn", "error")
+
+
+def test_min_level_filter() -> None:
+    hub = Hub()
+    warn_up = Subscriber("a", 100, min_level="warn")
+    everything = Subscriber("a", 100, min_level="debug")
+    hub.add(warn_up)
+    hub.add(everything)
+    msgs = [message("a", i, level=lvl) for i, lvl in enumerate(LEVELS)]
+    for msg in msgs:
+        hub.dispatch(msg)
+    assert warn_up.take() == msgs[3].frame + msgs[4].frame
+    assert everything.take() == b"".join(m.frame for m in msgs)
+
+
+def test_agent_type_filter_and_combined_filters() -> None:
+    hub = Hub()
+    code = Subscriber("a", 100, agent_type="code")
+    code_errors = Subscriber("a", 100, agent_type="code", min_level="error")
+    hub.add(code)
+    hub.add(code_errors)
+    msgs = [
+        message("a", 0, agent="story", level="error"),
+        message("a", 1, agent="code", level="info"),
+        message("a", 2, agent="code", level="error"),
+        message("a", 3, agent="deploy", level="warn"),
+    ]
+    for msg in msgs:
+        hub.dispatch(msg)
+    assert code.take() == msgs[1].frame + msgs[2].frame
+    assert code_errors.take() == msgs[2].frame
+
+
+async def test_filtered_messages_do_not_fill_the_buffer_or_wake() -> None:
+    hub = Hub()
+    sub = Subscriber("a", 2, agent_type="code", min_level="warn")
+    hub.add(sub)
+    for i in range(20):
+        hub.dispatch(message("a", i, agent="story", level="error"))
+        hub.dispatch(message("a", 100 + i, agent="code", level="info"))
+    assert not sub.closed
+    assert sub.queued == 0
+    assert await blocks(sub)
+
+
+# -- control frames -----------------------------------------------------------------------
+
+
+def test_control_replaces_an_unsent_control_frame() -> None:
+    sub = Subscriber("a", 10)
+    sub.control(b"event: heartbeat\ndata: 1\n\n")
+    sub.control(b"event: heartbeat\ndata: 2\n\n")
+    assert sub.take() == b"event: heartbeat\ndata: 2\n\n"
+    assert sub.take() == b""
+
+
+def test_control_bypasses_the_bound_and_comes_first() -> None:
+    hub = Hub()
+    sub = Subscriber("a", 2)
+    hub.add(sub)
+    msgs = [message("a", 0), message("a", 1)]
+    for msg in msgs:
+        hub.dispatch(msg)
+    assert sub.queued == sub.limit  # full
+    beat = b"event: heartbeat\ndata: {}\n\n"
+    hub.control(beat)
+    assert not sub.closed
+    assert hub.subscribers("a") == 1
+    assert sub.take() == beat + msgs[0].frame + msgs[1].frame
+
+
+def test_hub_control_reaches_every_room() -> None:
+    hub = Hub()
+    subs = [Subscriber("a", 1), Subscriber("a", 1), Subscriber("b", 1)]
+    for sub in subs:
+        hub.add(sub)
+    hub.control(b"event: heartbeat\ndata: {}\n\n")
+    assert [s.take() for s in subs] == [b"event: heartbeat\ndata: {}\n\n"] * 3
+
+
+# -- sweep --------------------------------------------------------------------------------
+
+
+def test_sweep_closes_subscribers_whose_transport_is_closing() -> None:
+    hub = Hub()
+    gone_t, alive_t = ClientTransport(), ClientTransport()
+    gone = Subscriber("a", 10, transport=gone_t)
+    alive = Subscriber("a", 10, transport=alive_t)
+    detached = Subscriber("b", 10)  # no transport: never swept
+    for sub in (gone, alive, detached):
+        hub.add(sub)
+    assert hub.sweep() == 0
+    gone_t.closing = True
+    assert hub.sweep() == 1
+    assert gone.close_reason == "client_gone"
+    assert alive.close_reason is None
+    assert detached.close_reason is None
+    assert len(hub) == 2
+    assert hub.subscribers("a") == 1
+    assert hub.sweep() == 0
+
+
+# -- bookkeeping --------------------------------------------------------------------------
+
+
+def test_add_and_remove_bookkeeping() -> None:
+    hub = Hub()
+    a1, a2, b = Subscriber("a", 10), Subscriber("a", 10), Subscriber("b", 10)
+    hub.add(a1)
+    hub.add(a1)  # twice: counted once
+    hub.add(a2)
+    hub.add(b)
+    assert len(hub) == 3
+    assert hub.room_count == 2
+    assert sorted(hub.rooms()) == ["a", "b"]
+    assert hub.subscribers("a") == 2
+    assert set(hub) == {a1, a2, b}
+
+    hub.dispatch(message("a", 4))
+    hub.remove(a1)
+    assert hub.last_key("a") == (MS, 4)  # still has a subscriber
+    hub.remove(a1)  # unknown now: a no-op
+    hub.remove(Subscriber("zzz", 1))
+    assert len(hub) == 2
+    hub.remove(a2)
+    assert hub.last_key("a") is None  # the room emptied: its key is forgotten
+    assert hub.room_count == 1
+    assert hub.rooms() == ["b"]
+    assert hub.subscribers("a") == 0
+    assert len(hub) == 1
+
+    # A new subscriber of the emptied room gets any key again.
+    again = Subscriber("a", 10)
+    hub.add(again)
+    assert hub.dispatch(message("a", 1)) == 1
+
+
+def test_close_all_closes_and_removes_everyone() -> None:
+    hub = Hub()
+    subs = [Subscriber("a", 1), Subscriber("b", 1), Subscriber("b", 1)]
+    for sub in subs:
+        hub.add(sub)
+    hub.close_all("shutdown")
+    assert [s.close_reason for s in subs] == ["shutdown"] * 3
+    assert len(hub) == 0
+    assert hub.room_count == 0
+
+
+# -- wait() -------------------------------------------------------------------------------
+
+
+async def test_wait_blocks_until_woken_by_a_message() -> None:
+    hub = Hub()
+    sub = Subscriber("a", 10)
+    hub.add(sub)
+    waiter = asyncio.create_task(sub.wait())
+    done, _ = await asyncio.wait({waiter}, timeout=0.05)
+    assert not done
+    hub.dispatch(message("a", 0))
+    await asyncio.wait_for(waiter, 1)
+    assert sub.queued == 1
+
+
+async def test_wait_returns_when_woken_by_a_control_frame() -> None:
+    sub = Subscriber("a", 10)
+    waiter = asyncio.create_task(sub.wait())
+    done, _ = await asyncio.wait({waiter}, timeout=0.05)
+    assert not done
+    sub.control(b"event: heartbeat\ndata: {}\n\n")
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_wait_returns_when_closed() -> None:
+    sub = Subscriber("a", 10)
+    waiter = asyncio.create_task(sub.wait())
+    done, _ = await asyncio.wait({waiter}, timeout=0.05)
+    assert not done
+    sub.close("token_expired")
+    await asyncio.wait_for(waiter, 1)
+    assert sub.close_reason == "token_expired"
+    # Closed stays closed: the first reason wins and wait() no longer blocks.
+    sub.close("shutdown")
+    assert sub.close_reason == "token_expired"
+    await asyncio.wait_for(sub.wait(), 1)
+
+
+async def test_wait_returns_at_once_when_something_is_pending() -> None:
+    sub = Subscriber("a", 10)
+    sub.offer(message("a", 0))
+    await asyncio.wait_for(sub.wait(), 1)
+    sub.take()
+    assert await blocks(sub)
+
+
+def test_offer_after_close_is_ignored() -> None:
+    sub = Subscriber("a", 1)
+    sub.close("client_gone")
+    assert sub.offer(message("a", 0))
+    assert sub.queued == 0
+
+
+@pytest.mark.parametrize("limit", [1, 5])
+def test_offer_refuses_exactly_past_the_limit(limit: int) -> None:
+    sub = Subscriber("a", limit)
+    assert all(sub.offer(message("a", i)) for i in range(limit))
+    assert not sub.offer(message("a", limit))
+    assert sub.queued == limit
