@@ -14,6 +14,7 @@ from .auth import TokenVerifier, mint_token
 from .broker import create_broker
 from .errors import error_middleware
 from .frames import heartbeat_frame
+from .handlers import viewer
 from .handlers.probes import healthz, readyz
 from .handlers.probes import metrics as metrics_view
 from .handlers.publish import history, publish_logs
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    viewer.add_routes(app)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_housekeeping_ctx)
     app.on_startup.append(_announce)

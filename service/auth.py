@@ -22,10 +22,12 @@ from .settings import Settings
 class AuthError(Exception):
     """401: no token, or a token that does not verify. `detail` never contains the token."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, *, transient: bool = False) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        # The token could not be checked *now* (JWKS unreachable): 503, not a final 401.
+        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,9 @@ class TokenVerifier:
         self._algorithms = settings.jwt_algorithms
         self._secret = secret if secret is not None else settings.jwt_secret
         self._public_key = settings.jwt_public_key
-        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwt_jwks_url, timeout=5) if settings.jwt_jwks_url else None
+        )
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway
@@ -90,6 +94,10 @@ class TokenVerifier:
             try:
                 # PyJWKClient fetches over the network synchronously: keep it off the loop.
                 key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            except jwt.PyJWKClientConnectionError:
+                raise AuthError(
+                    "auth_unavailable", "the JWKS endpoint cannot be reached", transient=True
+                ) from None
             except jwt.PyJWKClientError:
                 raise AuthError("invalid_token", "no JWKS key matches the token") from None
         else:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
 from .app import create_app
 from .logconfig import AccessLogger, configure_logging
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 log = logging.getLogger("service")
 
@@ -21,11 +22,20 @@ def serve(settings: Settings) -> None:
         uvloop = None  # type: ignore[assignment]
     app = create_app(settings)
     log.info(
-        "roomlogs listening on http://%s:%d (broker: %s)",
+        "roomlogs starting on http://%s:%d (broker: %s)",
         settings.listen_host,
         settings.port,
         "redis" if settings.redis_url else "memory",
     )
+    try:
+        _run(app, settings, uvloop)
+    except OSError as exc:
+        raise SettingsError(
+            "PORT", f"cannot listen on {settings.listen_host}:{settings.port}: {exc.strerror}"
+        ) from None
+
+
+def _run(app: web.Application, settings: Settings, uvloop: Any) -> None:
     web.run_app(
         app,
         host=settings.listen_host,

@@ -29,6 +29,7 @@ class Subscriber:
         "close_reason",
         "limit",
         "min_rank",
+        "oldest_ms",
         "room",
         "transport",
     )
@@ -52,6 +53,8 @@ class Subscriber:
         self.close_reason: str | None = None
         # True while the handler is inside a write; a slow-consumer close then aborts the socket.
         self.busy = False
+        # The publish time (stream id milliseconds) of the oldest log in the last take().
+        self.oldest_ms = 0
         self._queue: deque[Message] = deque()
         self._control: bytes | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -120,6 +123,7 @@ class Subscriber:
             self._control = None
         queue = self._queue
         after = self.after
+        self.oldest_ms = 0
         while queue:
             msg = queue.popleft()
             if after is not None and msg.key is not None:
@@ -127,6 +131,8 @@ class Subscriber:
                     continue
                 # Keys arrive in order: once one is past the replay, all later ones are.
                 self.after = after = None
+            if not self.oldest_ms and msg.key is not None:
+                self.oldest_ms = msg.key[0]
             parts.append(msg.frame)
         return b"".join(parts)
 

@@ -35,6 +35,8 @@ async def authorize(request: web.Request, state: AppState, room: str, *, publish
     try:
         grant = await state.verifier.verify(token)
     except AuthError as exc:
+        if exc.transient:
+            raise ApiError(503, exc.code, exc.detail, {"Retry-After": "5"}) from None
         raise ApiError(
             401,
             exc.code,

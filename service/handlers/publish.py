@@ -18,10 +18,8 @@ MAX_BATCH = 100
 HISTORY_LIMIT_MAX = 1000
 
 
-def _unavailable(exc: BrokerUnavailable) -> ApiError:
-    return ApiError(
-        503, "broker_unavailable", f"not stored: {exc}; retry later", {"Retry-After": "1"}
-    )
+def _unavailable(exc: BrokerUnavailable, what: str) -> ApiError:
+    return ApiError(503, "broker_unavailable", f"{what}: {exc}; retry later", {"Retry-After": "1"})
 
 
 async def publish_logs(request: web.Request) -> web.Response:
@@ -48,12 +46,14 @@ async def publish_logs(request: web.Request) -> web.Response:
             raise ApiError(400, "invalid_log", f"{where}{exc.field} {exc.detail}") from None
         data = orjson.dumps(log)
         if len(data) > limit:
-            raise ApiError(413, "too_large", f"{where or 'the log'} is over {limit} bytes")
+            raise ApiError(
+                413, "too_large", f"{where.rstrip('.') or 'the log'} is over {limit} bytes"
+            )
         encoded.append(data)
     try:
         ids = await state.broker.publish(room, encoded)
     except BrokerUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise _unavailable(exc, "not stored") from None
     state.metrics.published.inc(len(ids))
     return web.json_response({"roomId": room, "ids": ids}, status=202)
 
@@ -75,7 +75,7 @@ async def history(request: web.Request) -> web.Response:
     try:
         entries = await state.broker.history(room, after, limit + 1)
     except BrokerUnavailable as exc:
-        raise _unavailable(exc) from None
+        raise _unavailable(exc, "history cannot be read now") from None
     more = len(entries) > limit
     entries = entries[:limit]
     logs = [{"id": stream_id, **orjson.loads(data)} for stream_id, data in entries]

@@ -66,6 +66,16 @@ async def unavailable(request: web.Request, state: AppState, reason: str) -> web
 
 async def stream_logs(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    try:
+        return await _stream(request, state)
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        # Any non-200 answer makes EventSource give up for good: "not now" must be a 200.
+        return await unavailable(request, state, exc.code)
+
+
+async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
     settings = state.settings
     room = valid_room(request)
     grant = await authorize(request, state, room, publish=False)
@@ -98,6 +108,7 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
     # merged after the replay by id, so there is neither a gap nor a duplicate.
     state.hub.add(sub)
     metrics = state.metrics
+    latency = metrics.latency
     resp = LogStreamResponse(headers=_cors_headers(request, state))
     try:
         await resp.prepare(request)
@@ -128,6 +139,8 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
                     sub.busy = False
                     metrics.events_sent.inc(data.count(b"\n\n"))
                     metrics.bytes_sent.inc(len(data))
+                    if sub.oldest_ms:
+                        latency.observe(max(time.time() - sub.oldest_ms / 1000, 0.0))
         finally:
             expiry.cancel()
         if sub.close_reason == "shutdown":
