@@ -12,15 +12,15 @@ from aiohttp import web
 
 from .auth import TokenVerifier, mint_token
 from .broker import create_broker
+from .cors import cors_middleware
 from .errors import error_middleware
 from .frames import heartbeat_frame
 from .handlers import viewer
-from .handlers.probes import healthz, readyz
-from .handlers.probes import metrics as metrics_view
+from .handlers.probes import healthz, metrics_view, readyz
 from .handlers.publish import history, publish_logs
 from .handlers.stream import stream_logs
 from .hub import Hub
-from .metrics import Metrics, loop_tasks
+from .metrics import Metrics
 from .settings import Settings
 from .state import STATE, AppState
 from .subscriber import Subscriber
@@ -52,15 +52,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
         metrics=metrics,
         dev_secret=dev_secret,
     )
-    metrics.watch(
-        lambda: {
-            "roomlogs_connections": ("Open SSE streams", float(len(hub))),
-            "roomlogs_rooms": ("Rooms with at least one stream", float(hub.room_count)),
-            "roomlogs_loop_tasks": ("asyncio tasks alive in this process", float(loop_tasks())),
-        }
-    )
     max_body = max(1 << 20, settings.max_message_bytes * 100 + 4096)
-    app = web.Application(middlewares=[error_middleware(metrics)], client_max_size=max_body)
+    app = web.Application(
+        middlewares=[cors_middleware(settings.cors_origins), error_middleware(metrics)],
+        client_max_size=max_body,
+    )
     app[STATE] = state
     app.router.add_get(ROOM_LOGS, stream_logs, allow_head=False)
     app.router.add_post(ROOM_LOGS, publish_logs)
@@ -100,6 +96,7 @@ async def _housekeeping(state: AppState) -> None:
     while True:
         await asyncio.sleep(tick)
         state.hub.sweep()
+        state.metrics.refresh_tasks()
         if loop.time() >= next_beat:
             next_beat = loop.time() + interval
             state.hub.control(heartbeat_frame())
@@ -107,18 +104,23 @@ async def _housekeeping(state: AppState) -> None:
 
 async def _announce(app: web.Application) -> None:
     state = app[STATE]
-    if state.dev_secret is None:
-        return
+    if state.dev_secret is not None:
+        print_dev_token(state.settings, state.dev_secret)
+
+
+def print_dev_token(settings: Settings, secret: str) -> None:
+    """Development only (no key configured): the one place a token is ever printed."""
     token = mint_token(
-        state.dev_secret, rooms=["*"], publish=["*"], ttl=86400, sub="dev",
-        algorithm="HS256", issuer=state.settings.jwt_issuer, audience=state.settings.jwt_audience,
+        secret, rooms=["*"], publish=["*"], ttl=86400, sub="dev",
+        algorithm="HS256", issuer=settings.jwt_issuer, audience=settings.jwt_audience,
     )  # fmt: skip
-    port = state.settings.port
+    port = settings.port
     print(
         "roomlogs: no JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL set: using an ephemeral secret.\n"
         f"  dev token (all rooms, 24 h): {token}\n"
         f"  stream:  curl -N -H 'Authorization: Bearer {token}' "
-        f"http://localhost:{port}/api/v1/rooms/demo/logs",
+        f"http://localhost:{port}/api/v1/rooms/demo/logs\n"
+        f"  viewer:  http://localhost:{port}/?room=demo&access_token={token}",
         flush=True,
     )
 

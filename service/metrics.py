@@ -1,32 +1,45 @@
-"""Prometheus metrics, one registry per app (so tests and embedded apps never collide).
+"""Prometheus metrics (prometheus-client), correct with several worker processes.
 
-Gauges that describe the hub (connections, rooms, event-loop tasks) are read at scrape time by a
-collector, so they cost nothing on the hot path.
+With `WORKERS>1` the parent sets `PROMETHEUS_MULTIPROC_DIR` before starting the workers, so
+every worker writes its values to shared files and `/metrics`, whichever worker answers,
+reports the sum over all of them (counters, histograms, and "live" gauges of running workers).
+The metric objects live in a private registry per app, so tests and embedded apps never collide.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-
-class _ScrapeTimeGauges(Collector):
-    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
-        self._read = read
-
-    def collect(self) -> Iterable[Metric]:
-        for name, (doc, value) in self._read().items():
-            yield GaugeMetricFamily(name, doc, value=value)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        r = CollectorRegistry(auto_describe=True)
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        if self.multiprocess:
+            # What /metrics exposes: every worker's files, aggregated.
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+        else:
+            self.registry = r
+        self.connections = Gauge(
+            "roomlogs_connections", "Open SSE streams", multiprocess_mode="livesum", registry=r
+        )
+        self.rooms = Gauge(
+            "roomlogs_rooms",
+            "Rooms with at least one stream (summed over workers)",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.loop_tasks = Gauge(
+            "roomlogs_loop_tasks",
+            "asyncio tasks alive (summed over workers); a per-connection leak shows up here",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.broker_messages = Counter(
             "roomlogs_broker_messages", "Messages received from the broker", registry=r
         )
@@ -40,7 +53,10 @@ class Metrics:
             "roomlogs_broker_reconnects", "Broker subscription reconnects", registry=r
         )
         self.broker_up = Gauge(
-            "roomlogs_broker_up", "1 while the broker subscription is live", registry=r
+            "roomlogs_broker_up",
+            "1 while the broker subscription is live (the lowest over workers)",
+            multiprocess_mode="livemin",
+            registry=r,
         )
         self.events_sent = Counter(
             "roomlogs_events_sent", "SSE events written to clients", registry=r
@@ -67,13 +83,13 @@ class Metrics:
             registry=r,
         )
 
-    def watch(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
-        self.registry.register(_ScrapeTimeGauges(read))
+    def refresh_tasks(self) -> None:
+        self.loop_tasks.set(loop_tasks())
 
 
 def loop_tasks() -> int:
-    """Tasks alive on the running loop: a leak of per-connection tasks shows up here."""
+    """Tasks alive on the running loop."""
     try:
         return len(asyncio.all_tasks())
-    except RuntimeError:  # no running loop (registration time)
+    except RuntimeError:  # no running loop
         return 0

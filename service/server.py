@@ -1,49 +1,163 @@
-"""Running the app the production way: handler cancellation on, tokens out of the access log."""
+"""Running the app the production way: handler cancellation on, tokens out of the access log,
+graceful drain on SIGTERM, and `WORKERS` processes sharing the port.
+
+Workers use SO_REUSEPORT (each process binds the port itself and the kernel spreads new
+connections): no extra dependency, no master in the data path, and each worker keeps its own
+Redis subscription. gunicorn's aiohttp worker would add a dependency and its own signal and
+timeout semantics for no gain here.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import logging
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
 from typing import Any
 
 from aiohttp import web
 
-from .app import create_app
+from .app import create_app, print_dev_token
+from .drain import drain
 from .logconfig import AccessLogger, configure_logging
 from .settings import Settings, SettingsError
+from .state import STATE
 
 log = logging.getLogger("service")
+
+EXIT_BAD_CONFIG = 2
 
 
 def serve(settings: Settings) -> None:
     configure_logging(settings)
+    if settings.workers > 1:
+        sys.exit(_supervise(settings))
+    _serve_one(settings, reuse_port=False)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
     except ImportError:  # optional: the `speed` extra
-        uvloop = None  # type: ignore[assignment]
+        return None
+    return uvloop.new_event_loop
+
+
+def _serve_one(settings: Settings, *, reuse_port: bool) -> None:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_main(settings, reuse_port))
+
+
+async def _main(settings: Settings, reuse_port: bool) -> None:
     app = create_app(settings)
-    log.info(
-        "roomlogs starting on http://%s:%d (broker: %s)",
-        settings.listen_host,
-        settings.port,
-        "redis" if settings.redis_url else "memory",
-    )
-    try:
-        _run(app, settings, uvloop)
-    except OSError as exc:
-        raise SettingsError(
-            "PORT", f"cannot listen on {settings.listen_host}:{settings.port}: {exc.strerror}"
-        ) from None
-
-
-def _run(app: web.Application, settings: Settings, uvloop: Any) -> None:
-    web.run_app(
+    runner = web.AppRunner(
         app,
-        host=settings.listen_host,
-        port=settings.port,
         # aiohttp does not cancel a handler whose client left unless asked to.
         handler_cancellation=True,
         access_log_class=AccessLogger,
         shutdown_timeout=settings.shutdown_timeout,
-        print=None,
-        loop=uvloop.new_event_loop() if uvloop is not None else None,
     )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_host, settings.port, reuse_port=reuse_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SettingsError(
+            "PORT", f"cannot listen on {settings.listen_host}:{settings.port}: {exc.strerror}"
+        ) from None
+    log.info(
+        "roomlogs listening on http://%s:%d (broker: %s, pid %d)",
+        settings.listen_host,
+        settings.port,
+        "redis" if settings.redis_url else "memory",
+        os.getpid(),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    started = time.monotonic()
+    await drain(app[STATE])
+    await runner.cleanup()
+    log.info("roomlogs stopped after draining for %.2fs", time.monotonic() - started)
+
+
+# -- workers --------------------------------------------------------------------------------
+
+
+def _worker(settings: Settings) -> None:
+    configure_logging(settings)
+    try:
+        _serve_one(settings, reuse_port=True)
+    except SettingsError as exc:
+        print(f"roomlogs: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_CONFIG)
+
+
+def _supervise(settings: Settings) -> int:
+    """Start the workers, restart one that crashes, forward SIGTERM and SIGINT, wait for all."""
+    from prometheus_client import multiprocess
+
+    metrics_dir = tempfile.mkdtemp(prefix="roomlogs-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    if settings.ephemeral_secret:
+        # One secret for all workers, or a token from one would fail on the others.
+        secret = secrets.token_urlsafe(32)
+        settings = dataclasses.replace(settings, jwt_secret=secret)
+        print_dev_token(settings, secret)
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+    workers: dict[int, Any] = {}
+
+    def start(slot: int) -> None:
+        proc = ctx.Process(target=_worker, args=(settings,), name=f"roomlogs-worker-{slot}")
+        proc.start()
+        workers[slot] = proc
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in workers.values():
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for slot in range(settings.workers):
+        start(slot)
+    log.info("started %d workers on port %d", settings.workers, settings.port)
+    failed = False
+    try:
+        while workers:
+            wait([p.sentinel for p in workers.values()], timeout=1.0)
+            for slot, proc in list(workers.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
+                del workers[slot]
+                if proc.exitcode == EXIT_BAD_CONFIG:
+                    failed = True
+                    stopping = True
+                    forward(signal.SIGTERM, None)
+                elif not stopping:
+                    log.error("worker %d exited with %s; restarting it", slot, proc.exitcode)
+                    start(slot)
+                elif proc.exitcode != 0:
+                    failed = True
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return EXIT_BAD_CONFIG if failed else 0

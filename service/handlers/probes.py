@@ -23,8 +23,10 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
-async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[STATE].metrics.registry
+async def metrics_view(request: web.Request) -> web.Response:
+    metrics = request.app[STATE].metrics
+    metrics.refresh_tasks()
+    registry = metrics.registry
     resp = web.Response(body=generate_latest(registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp

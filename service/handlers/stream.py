@@ -19,6 +19,7 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 from aiohttp_sse import EventSourceResponse
 
 from ..broker import BrokerUnavailable
+from ..cors import cors_headers
 from ..errors import ApiError
 from ..frames import event_frame, log_frame, message_from_log, utc_now_iso
 from ..ids import parse_id
@@ -55,9 +56,8 @@ async def unavailable(request: web.Request, state: AppState, reason: str) -> web
     Any non-200 status makes EventSource give up for good (DESIGN.md), so this is not a 503.
     """
     state.metrics.rejected.labels(reason).inc()
-    base = state.settings.retry_ms
-    retry_ms = int(base + random.uniform(0, base))  # jitter: no thundering herd  # noqa: S311
-    resp = LogStreamResponse()
+    retry_ms = _jittered(state.settings.retry_ms)
+    resp = LogStreamResponse(headers=cors_headers(request, state.settings.cors_origins))
     await resp.prepare(request)
     await resp.write(event_frame("unavailable", {"reason": reason, "retryMs": retry_ms}, retry_ms))
     await resp.write_eof()
@@ -108,8 +108,10 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
     # merged after the replay by id, so there is neither a gap nor a duplicate.
     state.hub.add(sub)
     metrics = state.metrics
+    metrics.connections.inc()
+    metrics.rooms.set(state.hub.room_count)
     latency = metrics.latency
-    resp = LogStreamResponse(headers=_cors_headers(request, state))
+    resp = LogStreamResponse(headers=cors_headers(request, settings.cors_origins))
     try:
         await resp.prepare(request)
         try:
@@ -144,12 +146,18 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
         finally:
             expiry.cancel()
         if sub.close_reason == "shutdown":
-            await resp.write(event_frame("unavailable", {"reason": "shutdown"}, settings.retry_ms))
+            # Jittered, so the browsers of a draining instance come back spread out.
+            retry_ms = _jittered(settings.retry_ms)
+            await resp.write(
+                event_frame("unavailable", {"reason": "shutdown", "retryMs": retry_ms}, retry_ms)
+            )
     except _GONE:
         pass
     finally:
         state.hub.remove(sub)
         sub.close("client_gone")
+        metrics.connections.dec()
+        metrics.rooms.set(state.hub.room_count)
     return resp
 
 
@@ -169,7 +177,13 @@ async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history
     parts = [
         event_frame(
             "connected",
-            {"roomId": sub.room, "timestamp": utc_now_iso(), "recovered": recovered},
+            {
+                "roomId": sub.room,
+                "timestamp": utc_now_iso(),
+                "recovered": recovered,
+                # Lets a client notice a dead connection: no event for ~2.5 intervals.
+                "heartbeatMs": int(settings.heartbeat_interval * 1000),
+            },
             settings.retry_ms,
         )
     ]
@@ -194,6 +208,11 @@ async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history
     return b"".join(parts)
 
 
+def _jittered(base_ms: int) -> int:
+    """Between RETRY_MS and twice that: no thundering herd of reconnects."""
+    return int(base_ms + random.uniform(0, base_ms))  # noqa: S311 - not security
+
+
 def _history_count(request: web.Request, cap: int) -> int:
     raw = request.query.get("history")
     if raw is None or raw == "":
@@ -205,14 +224,3 @@ def _history_count(request: web.Request, cap: int) -> int:
     if value < 0:
         raise ApiError(400, "invalid_history", "history must be a whole number of logs")
     return min(value, cap)
-
-
-def _cors_headers(request: web.Request, state: AppState) -> dict[str, str]:
-    origin = request.headers.get("Origin")
-    if origin and origin in state.settings.cors_origins:
-        return {
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Credentials": "true",
-            "Vary": "Origin",
-        }
-    return {}
