@@ -20,6 +20,7 @@ from .handlers.probes import healthz, metrics_view, readyz
 from .handlers.publish import history, publish_logs
 from .handlers.stream import stream_logs
 from .hub import Hub
+from .logconfig import request_id_middleware
 from .metrics import Metrics
 from .settings import Settings
 from .state import STATE, AppState
@@ -54,7 +55,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     max_body = max(1 << 20, settings.max_message_bytes * 100 + 4096)
     app = web.Application(
-        middlewares=[cors_middleware(settings.cors_origins), error_middleware(metrics)],
+        middlewares=[
+            request_id_middleware,
+            cors_middleware(settings.cors_origins),
+            error_middleware(metrics),
+        ],
         client_max_size=max_body,
     )
     app[STATE] = state

@@ -23,6 +23,7 @@ from ..cors import cors_headers
 from ..errors import ApiError
 from ..frames import event_frame, log_frame, message_from_log, utc_now_iso
 from ..ids import parse_id
+from ..logconfig import request_id
 from ..logs import LEVELS
 from ..state import STATE, AppState
 from ..subscriber import Subscriber
@@ -30,6 +31,8 @@ from .common import authorize, check_room, valid_room
 
 log = logging.getLogger("service.stream")
 
+# Closes the client is told about (it may come back: elsewhere, later, or with a new token).
+_SAY_WHY = frozenset({"shutdown", "token_expired"})
 _GONE = (ConnectionResetError, ClientConnectionResetError, ConnectionError)
 
 
@@ -57,7 +60,7 @@ async def unavailable(request: web.Request, state: AppState, reason: str) -> web
     """
     state.metrics.rejected.labels(reason).inc()
     retry_ms = _jittered(state.settings.retry_ms)
-    resp = LogStreamResponse(headers=cors_headers(request, state.settings.cors_origins))
+    resp = LogStreamResponse(headers=_headers(request, state))
     await resp.prepare(request)
     await resp.write(event_frame("unavailable", {"reason": reason, "retryMs": retry_ms}, retry_ms))
     await resp.write_eof()
@@ -107,11 +110,12 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
     # Registered before history is read: whatever arrives meanwhile waits in the buffer and is
     # merged after the replay by id, so there is neither a gap nor a duplicate.
     state.hub.add(sub)
+    opened = time.monotonic()
     metrics = state.metrics
     metrics.connections.inc()
     metrics.rooms.set(state.hub.room_count)
     latency = metrics.latency
-    resp = LogStreamResponse(headers=cors_headers(request, settings.cors_origins))
+    resp = LogStreamResponse(headers=_headers(request, state))
     try:
         await resp.prepare(request)
         try:
@@ -145,12 +149,11 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
                         latency.observe(max(time.time() - sub.oldest_ms / 1000, 0.0))
         finally:
             expiry.cancel()
-        if sub.close_reason == "shutdown":
+        if sub.close_reason in _SAY_WHY:
             # Jittered, so the browsers of a draining instance come back spread out.
             retry_ms = _jittered(settings.retry_ms)
-            await resp.write(
-                event_frame("unavailable", {"reason": "shutdown", "retryMs": retry_ms}, retry_ms)
-            )
+            reason = {"reason": sub.close_reason, "retryMs": retry_ms}
+            await resp.write(event_frame("unavailable", reason, retry_ms))
     except _GONE:
         pass
     finally:
@@ -158,6 +161,18 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
         sub.close("client_gone")
         metrics.connections.dec()
         metrics.rooms.set(state.hub.room_count)
+        log.info(
+            "stream closed: room=%s reason=%s after %.1fs",
+            room,
+            sub.close_reason,
+            time.monotonic() - opened,
+            extra={
+                "room": room,
+                "reason": sub.close_reason,
+                "request_id": request_id(request),
+                "duration_ms": round((time.monotonic() - opened) * 1000, 1),
+            },
+        )
     return resp
 
 
@@ -206,6 +221,14 @@ async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history
         sub.after = parse_id(entries[-1][0])
     state.metrics.replayed.inc(sent)
     return b"".join(parts)
+
+
+def _headers(request: web.Request, state: AppState) -> dict[str, str]:
+    """Set before the stream starts: a middleware cannot add headers to a streamed response."""
+    return {
+        **cors_headers(request, state.settings.cors_origins),
+        "X-Request-Id": request_id(request),
+    }
 
 
 def _jittered(base_ms: int) -> int:
