@@ -101,7 +101,7 @@ async def _housekeeping(state: AppState) -> None:
     while True:
         await asyncio.sleep(tick)
         state.hub.sweep()
-        state.metrics.refresh_tasks()
+        state.metrics.refresh(state.hub)
         if loop.time() >= next_beat:
             next_beat = loop.time() + interval
             state.hub.control(heartbeat_frame())

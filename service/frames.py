@@ -31,6 +31,8 @@ class Message:
     level: str | None
     agent_type: str | None
     frame: bytes
+    # The frame as one HTTP/1.1 chunk: what a direct write puts on an idle stream's socket.
+    chunk: bytes
 
 
 class Rejected(Exception):
@@ -92,6 +94,7 @@ def message_from_log(
         body = orjson.dumps(log)
     level = log.get("level")
     agent = log.get("agentType")
+    frame = log_frame(stream_id, body)
     return Message(
         room=room,
         id=stream_id,
@@ -99,7 +102,8 @@ def message_from_log(
         data=body,
         level=level if type(level) is str else None,
         agent_type=agent if type(agent) is str else None,
-        frame=log_frame(stream_id, body),
+        frame=frame,
+        chunk=b"%x\r\n%b\r\n" % (len(frame), frame),
     )
 
 

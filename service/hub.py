@@ -108,6 +108,16 @@ class Hub:
             sub.close("client_gone")
         return len(gone)
 
+    def collect_sent(self) -> tuple[int, int]:
+        """Events and bytes written directly since the last call (summed, then reset)."""
+        events = size = 0
+        for subs in self._rooms.values():
+            for sub in subs:
+                events += sub.sent
+                size += sub.sent_bytes
+                sub.sent = sub.sent_bytes = 0
+        return events, size
+
     def close_all(self, reason: str) -> None:
         for sub in list(self):
             self.remove(sub)

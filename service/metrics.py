@@ -14,6 +14,8 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .hub import Hub
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -83,8 +85,13 @@ class Metrics:
             registry=r,
         )
 
-    def refresh_tasks(self) -> None:
+    def refresh(self, hub: Hub) -> None:
+        """Bring scrape-time values up to date: tasks, and what direct writes sent."""
         self.loop_tasks.set(loop_tasks())
+        events, size = hub.collect_sent()
+        if events:
+            self.events_sent.inc(events)
+            self.bytes_sent.inc(size)
 
 
 def loop_tasks() -> int:

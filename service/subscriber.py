@@ -15,6 +15,9 @@ from .frames import Message
 from .ids import StreamKey
 from .logs import LEVELS
 
+# Bytes already waiting in a socket's buffer above which frames queue for the handler instead
+# (which then waits for the socket to drain): direct writes never grow a slow socket's buffer.
+DIRECT_WRITE_LIMIT: Final = 64 * 1024
 LEVEL_RANK: Final = {name: rank for rank, name in enumerate(LEVELS)}
 
 
@@ -27,10 +30,14 @@ class Subscriber:
         "agent_type",
         "busy",
         "close_reason",
+        "direct",
+        "direct_chunked",
         "limit",
         "min_rank",
         "oldest_ms",
         "room",
+        "sent",
+        "sent_bytes",
         "transport",
     )
 
@@ -53,6 +60,12 @@ class Subscriber:
         self.close_reason: str | None = None
         # True while the handler is inside a write; a slow-consumer close then aborts the socket.
         self.busy = False
+        # Set by the handler once the stream is live: while nothing is queued and no write is
+        # in flight, the hub writes frames straight to this transport (no task switch).
+        self.direct: asyncio.Transport | None = None
+        self.direct_chunked = True
+        self.sent = 0
+        self.sent_bytes = 0
         # The publish time (stream id milliseconds) of the oldest log in the last take().
         self.oldest_ms = 0
         self._queue: deque[Message] = deque()
@@ -79,6 +92,24 @@ class Subscriber:
         if self.close_reason is not None:
             return True
         if (self.min_rank or self.agent_type is not None) and not self.accepts(msg):
+            return True
+        direct = self.direct
+        if (
+            direct is not None
+            and not self._queue
+            and not self.busy
+            and direct.get_write_buffer_size() <= DIRECT_WRITE_LIMIT
+            and not direct.is_closing()
+        ):
+            after = self.after
+            if after is not None and msg.key is not None:
+                if msg.key <= after:
+                    return True  # already sent by the replay
+                self.after = None
+            data = msg.chunk if self.direct_chunked else msg.frame
+            direct.write(data)
+            self.sent += 1
+            self.sent_bytes += len(data)
             return True
         if len(self._queue) >= self.limit:
             return False

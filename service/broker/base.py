@@ -10,6 +10,7 @@ import abc
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,7 +92,9 @@ class Broker(abc.ABC):
         except Rejected as exc:
             self._reject(exc.reason, channel, payload)
             return None
-        self.hub.dispatch(msg)
+        if self.hub.dispatch(msg) and msg.key is not None:
+            # Once per message, not per stream: most streams are written right here.
+            self.metrics.latency.observe(max(time.time() - msg.key[0] / 1000, 0.0))
         return msg
 
     def _reject(self, reason: str, channel: bytes, payload: bytes) -> None:

@@ -25,7 +25,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_view(request: web.Request) -> web.Response:
     metrics = request.app[STATE].metrics
-    metrics.refresh_tasks()
+    metrics.refresh(request.app[STATE].hub)
     registry = metrics.registry
     resp = web.Response(body=generate_latest(registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]

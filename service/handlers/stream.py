@@ -131,6 +131,9 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
             )
             return resp
         await resp.write(head)
+        # From here on the hub may write frames straight to the socket while the stream idles.
+        sub.direct_chunked = resp.chunked
+        sub.direct = request.transport
         timeout = grant.expires_at - time.time() + settings.jwt_leeway
         expiry = asyncio.get_running_loop().call_later(max(timeout, 0), sub.close, "token_expired")
         try:
@@ -159,6 +162,9 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
     finally:
         state.hub.remove(sub)
         sub.close("client_gone")
+        sub.direct = None
+        metrics.events_sent.inc(sub.sent)
+        metrics.bytes_sent.inc(sub.sent_bytes)
         metrics.connections.dec()
         metrics.rooms.set(state.hub.room_count)
         log.info(
