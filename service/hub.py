@@ -7,6 +7,7 @@ waits for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 
@@ -27,6 +28,10 @@ class Hub:
         self._last: dict[str, StreamKey] = {}
         self._count = 0
         self._on_slow = on_slow
+        # Subscribers with frames to flush; one flush per loop turn, so a burst read at once
+        # goes out as one write per stream, and a lone message goes out without delay.
+        self._dirty: list[Subscriber] = []
+        self._flush_handle: asyncio.Handle | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -76,11 +81,17 @@ class Hub:
                 return 0
             self._last[msg.room] = key
         slow: list[Subscriber] | None = None
+        dirty = self._dirty
         for sub in subs:
             if not sub.offer(msg):
                 if slow is None:
                     slow = []
                 slow.append(sub)
+            elif not sub.flagged and sub.direct is not None:
+                sub.flagged = True
+                dirty.append(sub)
+        if dirty and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
         if slow is not None:
             for sub in slow:
                 self.remove(sub)
@@ -90,11 +101,23 @@ class Hub:
                     self._on_slow(sub)
         return len(subs) + (len(slow) if slow else 0)
 
+    def flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for sub in dirty:
+            sub.flagged = False
+            sub.flush()
+
     def control(self, frame: bytes) -> None:
         """Send one shared control frame (the heartbeat) to every subscriber."""
         for subs in self._rooms.values():
             for sub in subs:
                 sub.control(frame)
+                if sub.direct is not None and not sub.flagged:
+                    sub.flagged = True
+                    self._dirty.append(sub)
+        if self._dirty and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
     def sweep(self) -> int:
         """Close subscribers whose client has gone, even where no handler noticed (no writes).

@@ -24,6 +24,7 @@ LEVEL_RANK: Final = {name: rank for rank, name in enumerate(LEVELS)}
 class Subscriber:
     __slots__ = (
         "_control",
+        "_loop",
         "_queue",
         "_waiter",
         "after",
@@ -32,12 +33,14 @@ class Subscriber:
         "close_reason",
         "direct",
         "direct_chunked",
+        "flagged",
         "limit",
         "min_rank",
         "oldest_ms",
         "room",
         "sent",
         "sent_bytes",
+        "taken",
         "transport",
     )
 
@@ -66,6 +69,10 @@ class Subscriber:
         self.direct_chunked = True
         self.sent = 0
         self.sent_bytes = 0
+        self.taken = 0  # frames in the last take()
+        self.flagged = False  # in the hub's list of subscribers to flush
+        # Kept: asyncio.get_running_loop() costs a getpid() system call per call on 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # The publish time (stream id milliseconds) of the oldest log in the last take().
         self.oldest_ms = 0
         self._queue: deque[Message] = deque()
@@ -93,34 +100,51 @@ class Subscriber:
             return True
         if (self.min_rank or self.agent_type is not None) and not self.accepts(msg):
             return True
-        direct = self.direct
-        if (
-            direct is not None
-            and not self._queue
-            and not self.busy
-            and direct.get_write_buffer_size() <= DIRECT_WRITE_LIMIT
-            and not direct.is_closing()
-        ):
-            after = self.after
-            if after is not None and msg.key is not None:
-                if msg.key <= after:
-                    return True  # already sent by the replay
-                self.after = None
-            data = msg.chunk if self.direct_chunked else msg.frame
-            direct.write(data)
-            self.sent += 1
-            self.sent_bytes += len(data)
-            return True
         if len(self._queue) >= self.limit:
             return False
         self._queue.append(msg)
-        self._wake()
+        if self.direct is None:
+            self._wake()
+        # else: the hub flushes this subscriber once, after the messages at hand are dispatched
         return True
+
+    def flush(self) -> None:
+        """Write what is queued straight to the socket when that is safe, else wake the handler.
+
+        Safe means: no handler write in flight (it would interleave), and the socket keeps up
+        (its buffer is small). Otherwise the handler writes, waiting for the socket to drain,
+        and the bounded queue decides whether this is a slow consumer.
+        """
+        direct = self.direct
+        if (
+            direct is None
+            or self.busy
+            or self.close_reason is not None
+            or direct.get_write_buffer_size() > DIRECT_WRITE_LIMIT
+            or direct.is_closing()
+        ):
+            self._wake()
+            return
+        queue = self._queue
+        if len(queue) == 1 and self._control is None and self.after is None:
+            msg = queue.popleft()  # the common case: one log, written with its pre-made chunk
+            data = msg.chunk if self.direct_chunked else msg.frame
+            count = 1
+        else:
+            body = self.take()
+            if not body:
+                return
+            data = b"%x\r\n%b\r\n" % (len(body), body) if self.direct_chunked else body
+            count = self.taken
+        direct.write(data)
+        self.sent += count
+        self.sent_bytes += len(data)
 
     def control(self, frame: bytes) -> None:
         """A heartbeat-like frame: outside the bound, the newest replaces an unsent one."""
         self._control = frame
-        self._wake()
+        if self.direct is None:
+            self._wake()
 
     def close(self, reason: str) -> None:
         if self.close_reason is None:
@@ -138,7 +162,10 @@ class Subscriber:
         """Return when there is something to send, or the subscription was closed."""
         if self._queue or self._control is not None or self.close_reason is not None:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiter = waiter
         try:
             await waiter
@@ -165,6 +192,7 @@ class Subscriber:
             if not self.oldest_ms and msg.key is not None:
                 self.oldest_ms = msg.key[0]
             parts.append(msg.frame)
+        self.taken = len(parts)
         return b"".join(parts)
 
     @property
