@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .auth import TokenVerifier, mint_token
 from .broker import create_broker
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     max_body = max(1 << 20, settings.max_message_bytes * 100 + 4096)
     app = web.Application(
         middlewares=[
+            _close_while_draining,
             request_id_middleware,
             cors_middleware(settings.cors_origins),
             error_middleware(metrics),
@@ -75,6 +77,16 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.on_startup.append(_announce)
     app.on_shutdown.append(_on_shutdown)
     return app
+
+
+@web.middleware
+async def _close_while_draining(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """While draining, answer `Connection: close`: the load balancer's kept-alive connections
+    are retired during the drain rather than reset under a request at exit."""
+    resp = await handler(request)
+    if request.app[STATE].draining and not resp.prepared:
+        resp.force_close()
+    return resp
 
 
 async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:

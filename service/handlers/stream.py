@@ -61,6 +61,9 @@ async def unavailable(request: web.Request, state: AppState, reason: str) -> web
     state.metrics.rejected.labels(reason).inc()
     retry_ms = _jittered(state.settings.retry_ms)
     resp = LogStreamResponse(headers=_headers(request, state))
+    if state.draining:
+        resp.force_close()
+        resp.headers["Connection"] = "close"  # aiohttp-sse sets keep-alive itself
     await resp.prepare(request)
     await resp.write(event_frame("unavailable", {"reason": reason, "retryMs": retry_ms}, retry_ms))
     await resp.write_eof()
