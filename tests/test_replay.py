@@ -8,8 +8,10 @@ import random
 import aiohttp
 from aiohttp.test_utils import TestClient
 
+from service.state import STATE
+
 from .conftest import MakeClient, auth
-from .support import Event, Follower, RedisServer, SSEStream, sample_log
+from .support import Event, Follower, RedisServer, SSEStream, background, sample_log
 
 
 async def _publish(client: TestClient, room: str, start: int, count: int) -> list[str]:  # type: ignore[type-arg]
@@ -144,20 +146,20 @@ async def test_2000_logs_with_20_clients_reconnecting_at_random_lose_nothing(
     base = str(client.make_url(f"/api/v1/rooms/{room}/logs"))
     async with aiohttp.ClientSession() as http:
         followers = [Follower(http, base, auth()) for _ in range(20)]
-        tasks = [
-            asyncio.create_task(f.run(total, drop_after=lambda: rng.randint(1, 250), timeout=120))
-            for f in followers
-        ]
-        # Everyone is connected before the first log: from then on, only reconnects.
-        async with asyncio.timeout(10):
-            await asyncio.gather(*(f.ready.wait() for f in followers))
-        batch = 20
-        for start in range(0, total, batch):
-            logs = [sample_log(i) for i in range(start, start + batch)]
-            r = await client.post(f"/api/v1/rooms/{room}/logs", json=logs, headers=auth())
-            assert r.status == 202
-            await asyncio.sleep(0.005)  # pacing: a steady rate, not synchronisation
-        await asyncio.gather(*tasks)
+        runs = (
+            f.run(total, drop_after=lambda: rng.randint(1, 250), timeout=120) for f in followers
+        )
+        async with background(*runs) as tasks:
+            # Everyone is connected before the first log: from then on, only reconnects.
+            async with asyncio.timeout(10):
+                await asyncio.gather(*(f.ready.wait() for f in followers))
+            batch = 20
+            for start in range(0, total, batch):
+                logs = [sample_log(i) for i in range(start, start + batch)]
+                r = await client.post(f"/api/v1/rooms/{room}/logs", json=logs, headers=auth())
+                assert r.status == 202
+                await asyncio.sleep(0.005)  # pacing: a steady rate, not synchronisation
+            await asyncio.gather(*tasks)
     expected = [f"log {i}" for i in range(total)]
     for f in followers:
         assert f.messages() == expected
@@ -169,27 +171,30 @@ async def test_pubsub_connection_killed_while_publishing_loses_nothing(
     make_client: MakeClient, redis_server: RedisServer, room: str
 ) -> None:
     client = await make_client(redis=True)
+    assert client.app is not None
+    broker = client.app[STATE].broker
     base = str(client.make_url(f"/api/v1/rooms/{room}/logs"))
     total = 300
     async with aiohttp.ClientSession() as http:
         followers = [Follower(http, base, auth()) for _ in range(5)]
-        tasks = [asyncio.create_task(f.run(total, timeout=60)) for f in followers]
-        async with asyncio.timeout(10):
-            await asyncio.gather(*(f.ready.wait() for f in followers))
-        for i in range(total):
-            if i in (100, 200):
-                killed = redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
-                assert int(killed) >= 1
-            r = await client.post(f"/api/v1/rooms/{room}/logs", json=sample_log(i), headers=auth())
-            assert r.status == 202
-        await asyncio.gather(*tasks)
+        async with background(*(f.run(total, timeout=60) for f in followers)) as tasks:
+            async with asyncio.timeout(10):
+                await asyncio.gather(*(f.ready.wait() for f in followers))
+            for i in range(total):
+                if i in (100, 200):
+                    # Cut the subscription only once it is back from the previous cut.
+                    async with asyncio.timeout(10):
+                        await broker.wait_live()
+                    killed = redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")
+                    assert int(killed) >= 1
+                url = f"/api/v1/rooms/{room}/logs"
+                r = await client.post(url, json=sample_log(i), headers=auth())
+                assert r.status == 202
+            await asyncio.gather(*tasks)
     expected = [f"log {i}" for i in range(total)]
     for f in followers:
         assert f.messages() == expected
         assert f.connects == 1, "the streams themselves stayed open"
-    assert client.app is not None
-    from service.state import STATE
-
     reconnects = client.app[STATE].metrics.broker_reconnects._value.get()
     assert reconnects >= 2
 
@@ -211,19 +216,17 @@ async def test_a_reader_that_stalls_then_reads_again_ends_with_every_log(
 
     async with aiohttp.ClientSession() as http:
         follower = Follower(http, base, auth())
-        task = asyncio.create_task(follower.run(total, pause=pause, timeout=90))
-        async with asyncio.timeout(10):
-            await follower.ready.wait()
-        for i in range(total):
-            log = sample_log(i, metadata={"blob": big})
-            r = await client.post(f"/api/v1/rooms/{room}/logs", json=log, headers=auth())
-            assert r.status == 202
-        assert stalled.is_set()
-        release.set()
-        await task
+        async with background(follower.run(total, pause=pause, timeout=90)) as (task,):
+            async with asyncio.timeout(10):
+                await follower.ready.wait()
+            for i in range(total):
+                log = sample_log(i, metadata={"blob": big})
+                r = await client.post(f"/api/v1/rooms/{room}/logs", json=log, headers=auth())
+                assert r.status == 202
+            assert stalled.is_set()
+            release.set()
+            await task
     assert follower.messages() == [f"log {i}" for i in range(total)]
     assert follower.connects >= 2, "the stalled stream was closed as a slow consumer"
     assert client.app is not None
-    from service.state import STATE
-
     assert client.app[STATE].metrics.slow_consumers._value.get() >= 1
