@@ -29,23 +29,35 @@ def free_port() -> int:
         return port
 
 
-def redis_server_binary() -> str:
-    """redis-server, installed from Debian's packages when missing (as root)."""
-    path = shutil.which("redis-server")
-    if path:
-        return path
-    if os.geteuid() == 0 and shutil.which("apt-get"):
+def debian_binary(package: str, *paths: str) -> str:
+    """The first of `paths` (names on PATH or absolute paths) that exists; as root, Debian's
+    `package` is installed with apt when none does. The tests use real servers and browsers,
+    never stand-ins, so a missing one is installed, not skipped."""
+
+    def find() -> str | None:
+        for name in paths:
+            found = shutil.which(name) or (name if os.access(name, os.X_OK) else None)
+            if found:
+                return found
+        return None
+
+    path = find()
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
             check=True,
             env=env,
         )
-        path = shutil.which("redis-server")
-    if not path:
-        raise RuntimeError("redis-server is missing: apt-get install redis-server")
+        path = find()
+    if path is None:
+        raise RuntimeError(f"{paths[0]} is missing: apt-get install {package}")
     return path
+
+
+def redis_server_binary() -> str:
+    return debian_binary("redis-server", "redis-server")
 
 
 class RedisServer:

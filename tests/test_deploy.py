@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -30,6 +28,7 @@ from .support import (
     RedisServer,
     ServiceProcess,
     SSEStream,
+    debian_binary,
     free_port,
     poll_until,
     sample_log,
@@ -46,21 +45,7 @@ GATEWAY_ENV = {"SHUTDOWN_TIMEOUT": "3", "RETRY_MS": "200"}
 
 
 def nginx_binary() -> str:
-    """nginx; as root, Debian's package is installed with apt when it is missing."""
-    for path in (shutil.which("nginx"), "/usr/sbin/nginx"):
-        if path and os.path.exists(path):
-            return path
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx"],
-            check=True,
-            env=env,
-        )
-        if os.path.exists("/usr/sbin/nginx"):
-            return "/usr/sbin/nginx"
-    raise RuntimeError("nginx is missing: apt-get install nginx")
+    return debian_binary("nginx", "nginx", "/usr/sbin/nginx")
 
 
 def render_nginx_conf(text: str, *, port: int, gateways: Sequence[int]) -> str:

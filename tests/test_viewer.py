@@ -8,9 +8,6 @@ tests run under that policy as users do.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from service.publisher import Publisher
 from service.rooms import history_key
 
 from .conftest import StartService, auth, token
-from .support import RedisServer, ServiceProcess, free_port, sample_log
+from .support import RedisServer, ServiceProcess, debian_binary, free_port, sample_log
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,20 +41,7 @@ LEVEL_COLOURS = ["debug", "info", "success", "warn", "error"]
 
 
 def chromium_binary() -> str:
-    """Debian's chromium, installed with apt when missing (as root), like redis-server."""
-    if os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
-            check=True,
-            env=env,
-        )
-    if not os.access(CHROMIUM, os.X_OK):
-        raise RuntimeError("chromium is missing: apt-get install chromium")
-    return CHROMIUM
+    return debian_binary("chromium", CHROMIUM)
 
 
 @pytest.fixture
