@@ -81,7 +81,7 @@ class Hub:
                 return 0
             self._last[msg.room] = key
         slow: list[Subscriber] | None = None
-        dirty = self._dirty
+        dirty = self._dirty  # inlined _mark(): this loop runs once per stream per message
         for sub in subs:
             if not sub.offer(msg):
                 if slow is None:
@@ -90,8 +90,7 @@ class Hub:
             elif not sub.flagged and sub.direct is not None:
                 sub.flagged = True
                 dirty.append(sub)
-        if dirty and self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        self._schedule_flush()
         if slow is not None:
             for sub in slow:
                 self.remove(sub)
@@ -113,9 +112,15 @@ class Hub:
         for subs in self._rooms.values():
             for sub in subs:
                 sub.control(frame)
-                if sub.direct is not None and not sub.flagged:
-                    sub.flagged = True
-                    self._dirty.append(sub)
+                self._mark(sub)
+        self._schedule_flush()
+
+    def _mark(self, sub: Subscriber) -> None:
+        if sub.direct is not None and not sub.flagged:
+            sub.flagged = True
+            self._dirty.append(sub)
+
+    def _schedule_flush(self) -> None:
         if self._dirty and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 

@@ -86,11 +86,16 @@ class Subscriber:
     def closed(self) -> bool:
         return self.close_reason is not None
 
-    def accepts(self, msg: Message) -> bool:
-        if self.agent_type is not None and msg.agent_type != self.agent_type:
+    @property
+    def filtered(self) -> bool:
+        return bool(self.min_rank) or self.agent_type is not None
+
+    def wants(self, level: object, agent_type: object) -> bool:
+        """The `level=` and `agentType=` filters, for a live message or a replayed log."""
+        if self.agent_type is not None and agent_type != self.agent_type:
             return False
         if self.min_rank:
-            rank = LEVEL_RANK.get(msg.level or "", len(LEVELS))
+            rank = LEVEL_RANK.get(level, len(LEVELS)) if isinstance(level, str) else len(LEVELS)
             return rank >= self.min_rank
         return True
 
@@ -98,7 +103,9 @@ class Subscriber:
         """Queue `msg` without blocking; False means the buffer is full (a slow consumer)."""
         if self.close_reason is not None:
             return True
-        if (self.min_rank or self.agent_type is not None) and not self.accepts(msg):
+        if (self.min_rank or self.agent_type is not None) and not self.wants(
+            msg.level, msg.agent_type
+        ):
             return True
         if len(self._queue) >= self.limit:
             return False

@@ -15,13 +15,12 @@ import time
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.client_exceptions import ClientConnectionResetError
 from aiohttp_sse import EventSourceResponse
 
 from ..broker import BrokerUnavailable
 from ..cors import cors_headers
 from ..errors import ApiError
-from ..frames import event_frame, log_frame, message_from_log, utc_now_iso
+from ..frames import event_frame, log_frame, utc_now_iso
 from ..ids import parse_id
 from ..logconfig import request_id
 from ..logs import LEVELS
@@ -33,7 +32,7 @@ log = logging.getLogger("service.stream")
 
 # Closes the client is told about (it may come back: elsewhere, later, or with a new token).
 _SAY_WHY = frozenset({"shutdown", "token_expired"})
-_GONE = (ConnectionResetError, ClientConnectionResetError, ConnectionError)
+_GONE = ConnectionError  # aiohttp's ClientConnectionResetError is one too
 
 
 class LogStreamResponse(EventSourceResponse):
@@ -65,7 +64,7 @@ async def unavailable(request: web.Request, state: AppState, reason: str) -> web
         resp.force_close()
         resp.headers["Connection"] = "close"  # aiohttp-sse sets keep-alive itself
     await resp.prepare(request)
-    await resp.write(event_frame("unavailable", {"reason": reason, "retryMs": retry_ms}, retry_ms))
+    await resp.write(_unavailable_frame(reason, retry_ms))
     await resp.write_eof()
     return resp
 
@@ -125,13 +124,7 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
             head = await _replay(state, sub, last_id, history_n)
         except BrokerUnavailable:
             state.hub.remove(sub)
-            await resp.write(
-                event_frame(
-                    "unavailable",
-                    {"reason": "broker_unavailable", "retryMs": settings.retry_ms},
-                    settings.retry_ms,
-                )
-            )
+            await resp.write(_unavailable_frame("broker_unavailable", settings.retry_ms))
             return resp
         await resp.write(head)
         # From here on the hub may write frames straight to the socket while the stream idles.
@@ -157,9 +150,7 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
             expiry.cancel()
         if sub.close_reason in _SAY_WHY:
             # Jittered, so the browsers of a draining instance come back spread out.
-            retry_ms = _jittered(settings.retry_ms)
-            reason = {"reason": sub.close_reason, "retryMs": retry_ms}
-            await resp.write(event_frame("unavailable", reason, retry_ms))
+            await resp.write(_unavailable_frame(sub.close_reason, _jittered(settings.retry_ms)))
     except _GONE:
         pass
     finally:
@@ -219,11 +210,10 @@ async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history
         )
     sent = 0
     for stream_id, data in entries:
-        filtered = sub.min_rank or sub.agent_type is not None
-        if filtered and not sub.accepts(
-            message_from_log(sub.room, stream_id, orjson.loads(data), data)
-        ):
-            continue
+        if sub.filtered:
+            log = orjson.loads(data)
+            if not sub.wants(log.get("level"), log.get("agentType")):
+                continue
         parts.append(log_frame(stream_id, data))
         sent += 1
     if entries:
@@ -238,6 +228,10 @@ def _headers(request: web.Request, state: AppState) -> dict[str, str]:
         **cors_headers(request, state.settings.cors_origins),
         "X-Request-Id": request_id(request),
     }
+
+
+def _unavailable_frame(reason: str, retry_ms: int) -> bytes:
+    return event_frame("unavailable", {"reason": reason, "retryMs": retry_ms}, retry_ms)
 
 
 def _jittered(base_ms: int) -> int:
