@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from .frames import heartbeat_frame
 from .handlers import viewer
 from .handlers.probes import healthz, metrics_view, readyz
 from .handlers.publish import history, publish_logs
-from .handlers.stream import stream_logs
+from .handlers.stream import ENDINGS, StreamEndings, stream_logs
 from .hub import Hub
 from .logconfig import request_id_middleware
 from .metrics import Metrics
@@ -40,9 +41,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
 
     def on_slow(sub: Subscriber) -> None:
         metrics.slow_consumers.inc()
-        if sub.busy and sub.transport is not None:
-            # Its handler is stuck in a write the client does not read: unblock it.
-            sub.transport.abort()
 
     hub = Hub(on_slow=on_slow)
     dev_secret = secrets.token_urlsafe(32) if settings.ephemeral_secret else None
@@ -65,6 +63,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         client_max_size=max_body,
     )
     app[STATE] = state
+    app[ENDINGS] = StreamEndings(state)
     app.router.add_get(ROOM_LOGS, stream_logs, allow_head=False)
     app.router.add_post(ROOM_LOGS, publish_logs)
     app.router.add_get(ROOM_LOGS + "/history", history)
@@ -105,14 +104,14 @@ async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _housekeeping(state: AppState) -> None:
-    """One timer for the whole process: heartbeats for every stream, and the client-gone sweep."""
+    """One timer for the whole process: heartbeats, token expiry and the client-gone sweep."""
     loop = asyncio.get_running_loop()
     interval = state.settings.heartbeat_interval
     tick = min(SWEEP_INTERVAL, interval)
     next_beat = loop.time() + interval
     while True:
         await asyncio.sleep(tick)
-        state.hub.sweep()
+        state.hub.sweep(time.time())
         state.metrics.refresh(state.hub)
         if loop.time() >= next_beat:
             next_beat = loop.time() + interval

@@ -124,16 +124,23 @@ class Hub:
         if self._dirty and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
 
-    def sweep(self) -> int:
-        """Close subscribers whose client has gone, even where no handler noticed (no writes).
+    def sweep(self, now: float | None = None) -> int:
+        """Close subscribers whose client has gone, or whose token expired at `now` (epoch s).
 
-        aiohttp only cancels a handler on disconnect with `handler_cancellation=True`; this
-        check does not depend on it. Returns how many were closed.
+        A live stream hears of its client leaving from its transport (`connection_lost`);
+        this catches the rest (a handler still replaying, with `handler_cancellation=False`),
+        and is the one timer behind every token expiry. Returns how many were closed.
         """
-        gone = [sub for sub in self if sub.transport is not None and sub.transport.is_closing()]
-        for sub in gone:
+        gone: list[tuple[Subscriber, str]] = []
+        for sub in self:
+            transport = sub.transport
+            if transport is not None and transport.is_closing():
+                gone.append((sub, "client_gone"))
+            elif now is not None and sub.expires_at <= now:
+                gone.append((sub, "token_expired"))
+        for sub, reason in gone:
             self.remove(sub)
-            sub.close("client_gone")
+            sub.close(reason)
         return len(gone)
 
     def collect_sent(self) -> tuple[int, int]:

@@ -1,27 +1,37 @@
-"""One connection's side of the fan-out: a bounded queue plus a wake-up signal.
+"""One connection's side of the fan-out: a bounded queue, and, once live, the socket's protocol.
 
-The hub only ever calls the non-blocking methods (`offer`, `control`, `close`); the stream
-handler is the only one that awaits (`wait`). Mercure's rule: a full buffer is never thinned,
-it ends the subscription ("slow consumer") and the client resumes by id from history.
+The hub only ever calls the non-blocking methods (`offer`, `control`, `flush`, `close`).
+Mercure's rule: a full buffer is never thinned, it ends the subscription ("slow consumer") and
+the client resumes by id from history.
+
+Once the stream handler has sent the head and the replay, it hands the socket over: the
+subscriber becomes the transport's protocol, aiohttp forgets the connection, and the handler
+returns. From then on a stream is this object and its transport, nothing else: no task, no
+request, no parser, no timer (a few KiB instead of ~17). Flow control is the transport's own:
+`pause_writing` stops direct writes, frames queue up to the bound, `resume_writing` flushes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import Final
+from typing import Final, Protocol
 
 from .frames import Message
 from .ids import StreamKey
 from .logs import LEVELS
 
-# Bytes already waiting in a socket's buffer above which frames queue for the handler instead
-# (which then waits for the socket to drain): direct writes never grow a slow socket's buffer.
-DIRECT_WRITE_LIMIT: Final = 64 * 1024
 LEVEL_RANK: Final = {name: rank for rank, name in enumerate(LEVELS)}
+# The end of a chunked body: what aiohttp's write_eof would have sent.
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
-class Subscriber:
+class Owner(Protocol):
+    """Who is told, once, that a subscription ended (the stream module: cleanup, metrics, log)."""
+
+    def closed(self, sub: Subscriber) -> None: ...
+
+
+class Subscriber(asyncio.Protocol):
     __slots__ = (
         "_control",
         "_loop",
@@ -29,14 +39,17 @@ class Subscriber:
         "_waiter",
         "after",
         "agent_type",
-        "busy",
         "close_reason",
         "direct",
         "direct_chunked",
+        "expires_at",
         "flagged",
         "limit",
         "min_rank",
-        "oldest_ms",
+        "opened",
+        "owner",
+        "paused",
+        "request_id",
         "room",
         "sent",
         "sent_bytes",
@@ -52,30 +65,35 @@ class Subscriber:
         min_level: str | None = None,
         agent_type: str | None = None,
         transport: asyncio.Transport | None = None,
+        owner: Owner | None = None,
+        expires_at: float = float("inf"),
+        request_id: str = "",
+        opened: float = 0.0,
     ) -> None:
         self.room = room
         self.limit = limit
         self.min_rank = LEVEL_RANK[min_level] if min_level else 0
         self.agent_type = agent_type
         self.transport = transport
+        self.owner = owner
+        self.expires_at = expires_at  # wall-clock seconds; the housekeeping tick closes it after
+        self.request_id = request_id
+        self.opened = opened  # loop time, for the close log line
         # Live messages with a key at or below `after` were already sent by the replay.
         self.after: StreamKey | None = None
         self.close_reason: str | None = None
-        # True while the handler is inside a write; a slow-consumer close then aborts the socket.
-        self.busy = False
-        # Set by the handler once the stream is live: while nothing is queued and no write is
-        # in flight, the hub writes frames straight to this transport (no task switch).
+        # Set by the hand-off: the hub writes frames straight to this transport.
         self.direct: asyncio.Transport | None = None
         self.direct_chunked = True
+        self.paused = False  # the transport's buffer is over its high-water mark
         self.sent = 0
         self.sent_bytes = 0
         self.taken = 0  # frames in the last take()
         self.flagged = False  # in the hub's list of subscribers to flush
         # Kept: asyncio.get_running_loop() costs a getpid() system call per call on 3.11.
         self._loop: asyncio.AbstractEventLoop | None = None
-        # The publish time (stream id milliseconds) of the oldest log in the last take().
-        self.oldest_ms = 0
-        self._queue: deque[Message] = deque()
+        # A list, not a deque: it is always drained whole, and an empty list is 56 bytes.
+        self._queue: list[Message] = []
         self._control: bytes | None = None
         self._waiter: asyncio.Future[None] | None = None
 
@@ -116,25 +134,17 @@ class Subscriber:
         return True
 
     def flush(self) -> None:
-        """Write what is queued straight to the socket when that is safe, else wake the handler.
+        """Write what is queued straight to the socket, unless its buffer is over the mark.
 
-        Safe means: no handler write in flight (it would interleave), and the socket keeps up
-        (its buffer is small). Otherwise the handler writes, waiting for the socket to drain,
-        and the bounded queue decides whether this is a slow consumer.
+        A paused transport keeps frames in the bounded queue; `resume_writing` flushes them,
+        and a client that does not read fills the queue and is closed as a slow consumer.
         """
         direct = self.direct
-        if (
-            direct is None
-            or self.busy
-            or self.close_reason is not None
-            or direct.get_write_buffer_size() > DIRECT_WRITE_LIMIT
-            or direct.is_closing()
-        ):
-            self._wake()
+        if direct is None or self.paused or direct.is_closing():
             return
         queue = self._queue
         if len(queue) == 1 and self._control is None and self.after is None:
-            msg = queue.popleft()  # the common case: one log, written with its pre-made chunk
+            msg = queue.pop()  # the common case: one log, written with its pre-made chunk
             data = msg.chunk if self.direct_chunked else msg.frame
             count = 1
         else:
@@ -154,9 +164,37 @@ class Subscriber:
             self._wake()
 
     def close(self, reason: str) -> None:
+        """End the subscription once; the owner does the rest (socket, metrics, log)."""
         if self.close_reason is None:
             self.close_reason = reason
             self._wake()
+            if self.owner is not None:
+                self.owner.closed(self)
+
+    # -- the hand-off: the live stream is the transport's protocol -------------------------
+
+    def attach(self, transport: asyncio.Transport, *, chunked: bool) -> None:
+        """Become `transport`'s protocol and write what queued up during the replay."""
+        self.transport = self.direct = transport
+        self.direct_chunked = chunked
+        transport.set_protocol(self)
+        self.flush()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        """An SSE client has nothing more to say; whatever it sends is ignored."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.direct = None
+        self.close("client_gone")
+
+    # -- draining without a transport (before the hand-off; tests) -------------------------
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -166,7 +204,7 @@ class Subscriber:
                 waiter.set_result(None)
 
     async def wait(self) -> None:
-        """Return when there is something to send, or the subscription was closed."""
+        """Return when there is something to take, or the subscription was closed."""
         if self._queue or self._control is not None or self.close_reason is not None:
             return
         loop = self._loop
@@ -188,17 +226,14 @@ class Subscriber:
             self._control = None
         queue = self._queue
         after = self.after
-        self.oldest_ms = 0
-        while queue:
-            msg = queue.popleft()
+        for msg in queue:
             if after is not None and msg.key is not None:
                 if msg.key <= after:
                     continue
                 # Keys arrive in order: once one is past the replay, all later ones are.
                 self.after = after = None
-            if not self.oldest_ms and msg.key is not None:
-                self.oldest_ms = msg.key[0]
             parts.append(msg.frame)
+        queue.clear()  # frees the list's array too: an idle stream holds no capacity
         self.taken = len(parts)
         return b"".join(parts)
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
+import orjson
 from aiohttp import web
 
 from service.app import create_app
 from service.state import STATE
 
 from .conftest import StartService, auth, settings
-from .support import RedisServer, SSEStream, free_port, poll_until
+from .support import RedisServer, SSEStream, free_port, poll_until, sample_log
 
 
 async def _gauges(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -76,3 +79,53 @@ async def test_sweep_notices_a_client_gone_even_without_handler_cancellation(roo
             await poll_until(gone)
     finally:
         await runner.cleanup()
+
+
+async def test_a_live_stream_holds_no_task_and_no_aiohttp_connection(room: str) -> None:
+    """After the hand-off a stream is its socket and its subscriber: aiohttp has let it go, no
+    task waits for it, logs and the shutdown still reach it, and the body ends properly."""
+    app = create_app(settings())
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    state = app[STATE]
+    server = runner.server
+    assert server is not None
+    url = f"http://127.0.0.1:{port}/api/v1/rooms/{room}/logs"
+    cleaned = False
+    try:
+        async with aiohttp.ClientSession() as http:
+            tasks_before = len(asyncio.all_tasks())
+            streams = []
+            for _ in range(20):
+                stream = SSEStream(await http.get(url, headers=auth()))
+                assert (await stream.next()).event == "connected"
+                streams.append(stream)
+
+            async def handed_off() -> bool:
+                return not server.connections and len(asyncio.all_tasks()) <= tasks_before
+
+            await poll_until(handed_off)
+            assert len(state.hub) == 20
+            r = await http.post(url, json=sample_log(1), headers=auth())
+            assert r.status == 202
+            for stream in streams:
+                event = await stream.next()
+                assert event.event == "log"
+                assert orjson.loads(event.data)["message"] == "log 1"
+            await runner.cleanup()  # the shutdown closes what aiohttp no longer knows of
+            cleaned = True
+            for stream in streams:
+                event = await stream.next()
+                assert (event.event, orjson.loads(event.data)["reason"]) == (
+                    "unavailable",
+                    "shutdown",
+                )
+                async with asyncio.timeout(5):
+                    assert await stream.resp.content.read() == b""  # a clean end of body
+            assert len(state.hub) == 0
+    finally:
+        if not cleaned:
+            await runner.cleanup()

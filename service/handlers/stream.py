@@ -1,8 +1,8 @@
 """`GET /api/v1/rooms/{roomId}/logs`: the SSE stream.
 
-Thin by design: check, register, replay, then one loop that waits on the subscriber (the hub
-wakes it for logs, heartbeats, slow-consumer and shutdown closes, and a client that left) and
-writes whatever is queued as one coalesced write.
+Thin by design: check, register, replay, then hand the socket to the subscriber and return.
+A live stream is its transport plus its `Subscriber` (the transport's protocol), written to by
+the hub; `StreamEndings` ends it, whoever asks (client gone, slow consumer, drain, expiry).
 """
 
 from __future__ import annotations
@@ -25,31 +25,37 @@ from ..ids import parse_id
 from ..logconfig import request_id
 from ..logs import LEVELS
 from ..state import STATE, AppState
-from ..subscriber import Subscriber
+from ..subscriber import LAST_CHUNK, Subscriber
 from .common import authorize, check_room, valid_room
 
 log = logging.getLogger("service.stream")
 
 # Closes the client is told about (it may come back: elsewhere, later, or with a new token).
 _SAY_WHY = frozenset({"shutdown", "token_expired"})
-_GONE = ConnectionError  # aiohttp's ClientConnectionResetError is one too
+# A closing stream with more than this waiting in its socket buffer is not reading: abort it.
+SLOW_SOCKET_BYTES = 64 * 1024
 
 
 class LogStreamResponse(EventSourceResponse):
     """aiohttp-sse's response (headers, method check, TCP_USER_TIMEOUT) without its ping task.
 
     Heartbeats come from one process-wide ticker through the hub, so a stream costs no timer
-    and no task of its own; `stop_streaming()`/`wait()` still work through a plain future.
+    and no task of its own. Once `handed_off`, the body belongs to the subscriber, which ends
+    it (`0\\r\\n\\r\\n`) when the stream closes: aiohttp's `write_eof` does nothing.
     """
+
+    handed_off = False
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return self._payload_writer
         self._set_tcp_user_timeout(request)
         self.enable_chunked_encoding()
-        writer = await web.StreamResponse.prepare(self, request)
-        self._ping_task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
-        return writer
+        return await web.StreamResponse.prepare(self, request)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if not self.handed_off:
+            await super().write_eof(data)
 
 
 async def unavailable(request: web.Request, state: AppState, reason: str) -> web.StreamResponse:
@@ -108,72 +114,116 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
         min_level=min_level,
         agent_type=agent_type,
         transport=request.transport,
+        owner=request.app[ENDINGS],
+        expires_at=grant.expires_at + settings.jwt_leeway,
+        request_id=request_id(request),
+        opened=time.monotonic(),
     )
     # Registered before history is read: whatever arrives meanwhile waits in the buffer and is
     # merged after the replay by id, so there is neither a gap nor a duplicate.
     state.hub.add(sub)
-    opened = time.monotonic()
-    metrics = state.metrics
-    metrics.connections.inc()
-    metrics.rooms.set(state.hub.room_count)
-    latency = metrics.latency
+    state.metrics.connections.inc()
+    state.metrics.rooms.set(state.hub.room_count)
     resp = LogStreamResponse(headers=_headers(request, state))
     try:
         await resp.prepare(request)
         try:
             head = await _replay(state, sub, last_id, history_n)
         except BrokerUnavailable:
-            state.hub.remove(sub)
+            sub.close("broker_unavailable")
             await resp.write(_unavailable_frame("broker_unavailable", settings.retry_ms))
             return resp
         await resp.write(head)
-        # From here on the hub may write frames straight to the socket while the stream idles.
-        sub.direct_chunked = resp.chunked
-        sub.direct = request.transport
-        timeout = grant.expires_at - time.time() + settings.jwt_leeway
-        expiry = asyncio.get_running_loop().call_later(max(timeout, 0), sub.close, "token_expired")
-        try:
-            while True:
-                await sub.wait()
-                if sub.close_reason is not None:
-                    break
-                data = sub.take()
-                if data:
-                    sub.busy = True
-                    await resp.write(data)
-                    sub.busy = False
-                    metrics.events_sent.inc(data.count(b"\n\n"))
-                    metrics.bytes_sent.inc(len(data))
-                    if sub.oldest_ms:
-                        latency.observe(max(time.time() - sub.oldest_ms / 1000, 0.0))
-        finally:
-            expiry.cancel()
-        if sub.close_reason in _SAY_WHY:
-            # Jittered, so the browsers of a draining instance come back spread out.
+        transport = request.transport
+        if sub.close_reason is None and transport is not None and not transport.is_closing():
+            _hand_off(request, resp, sub, transport)
+        elif sub.close_reason in _SAY_WHY:  # drained or expired during the replay
             await resp.write(_unavailable_frame(sub.close_reason, _jittered(settings.retry_ms)))
-    except _GONE:
-        pass
     finally:
-        state.hub.remove(sub)
-        sub.close("client_gone")
-        sub.direct = None
+        if sub.direct is None:  # not handed off: this handler was the whole stream
+            sub.close("client_gone")
+    return resp
+
+
+def _hand_off(
+    request: web.Request, resp: LogStreamResponse, sub: Subscriber, transport: asyncio.Transport
+) -> None:
+    """Make the subscriber the socket's protocol and let aiohttp forget the connection.
+
+    aiohttp's per-connection state (request, parser, handler tasks, timers: ~12 KiB) exists to
+    read requests; an SSE stream never reads again. After this the handler returns, aiohttp
+    finishes the request (access log) without writing or closing anything, and the stream
+    lives on as its transport plus the subscriber, written to by the hub.
+    """
+    handler = request.protocol
+    resp.handed_off = True  # aiohttp's write_eof must not end the body: the stream goes on
+    resp.force_close()  # no keep-alive: aiohttp's connection loop ends after this request
+    sub.attach(transport, chunked=resp.chunked)
+    handler.transport = None  # aiohttp can neither write to nor close the socket now
+    task = request.task
+    # Once the request is finished (access log written), drop the connection from aiohttp's
+    # books (its server's list, keep-alive timer, parser) as if the client had left.
+    task.add_done_callback(lambda _: handler.connection_lost(None))
+
+
+class StreamEndings:
+    """The one place a stream ends, whoever ends it (client, hub, drain, expiry, handler).
+
+    It runs once per stream (from `Subscriber.close`), and for a live stream also ends the
+    HTTP body and the connection, since no handler is left to do it.
+    """
+
+    def __init__(self, state: AppState) -> None:
+        self._state = state
+
+    def closed(self, sub: Subscriber) -> None:
+        state = self._state
+        hub = state.hub
+        hub.remove(sub)
+        reason = sub.close_reason
+        transport = sub.direct
+        sub.direct = sub.transport = None  # the transport holds the subscriber: no cycle left
+        if transport is not None and not transport.is_closing():
+            _end_body(transport, sub, reason, state.settings.retry_ms)
+        metrics = state.metrics
         metrics.events_sent.inc(sub.sent)
         metrics.bytes_sent.inc(sub.sent_bytes)
+        sub.sent = sub.sent_bytes = 0
         metrics.connections.dec()
-        metrics.rooms.set(state.hub.room_count)
+        metrics.rooms.set(hub.room_count)
+        duration = time.monotonic() - sub.opened
         log.info(
             "stream closed: room=%s reason=%s after %.1fs",
-            room,
-            sub.close_reason,
-            time.monotonic() - opened,
+            sub.room,
+            reason,
+            duration,
             extra={
-                "room": room,
-                "reason": sub.close_reason,
-                "request_id": request_id(request),
-                "duration_ms": round((time.monotonic() - opened) * 1000, 1),
+                "room": sub.room,
+                "reason": reason,
+                "request_id": sub.request_id,
+                "duration_ms": round(duration * 1000, 1),
             },
         )
-    return resp
+
+
+ENDINGS: web.AppKey[StreamEndings] = web.AppKey("roomlogs_stream_endings", StreamEndings)
+
+
+def _end_body(
+    transport: asyncio.Transport, sub: Subscriber, reason: str | None, retry_ms: int
+) -> None:
+    if transport.get_write_buffer_size() > SLOW_SOCKET_BYTES:
+        transport.abort()  # a client that does not read: nothing more will reach it anyway
+        return
+    if reason in _SAY_WHY:
+        # Jittered, so the browsers of a draining instance come back spread out.
+        farewell = _unavailable_frame(reason, _jittered(retry_ms))
+        transport.write(
+            b"%x\r\n%b\r\n" % (len(farewell), farewell) if sub.direct_chunked else farewell
+        )
+    if sub.direct_chunked:
+        transport.write(LAST_CHUNK)
+    transport.close()
 
 
 async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history_n: int) -> bytes:
