@@ -11,6 +11,8 @@ from service.frames import Message, message_from_log
 from service.hub import SLOW_CONSUMER, Hub
 from service.subscriber import Subscriber
 
+from .support import SinkTransport
+
 MS = 1_700_000_000_000
 TS = "2026-01-01T00:00:00.000Z"
 
@@ -38,15 +40,6 @@ class ClientTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closing
-
-
-async def blocks(sub: Subscriber, within: float = 0.05) -> bool:
-    """True when `sub.wait()` is still waiting after `within` seconds (a bounded check)."""
-    task = asyncio.create_task(sub.wait())
-    done, _ = await asyncio.wait({task}, timeout=within)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    return not done
 
 
 # -- dispatch -----------------------------------------------------------------------------
@@ -243,16 +236,19 @@ def test_agent_type_filter_and_combined_filters() -> None:
     assert code_errors.take() == msgs[2].frame
 
 
-async def test_filtered_messages_do_not_fill_the_buffer_or_wake() -> None:
+async def test_filtered_messages_do_not_fill_the_buffer_or_get_written() -> None:
     hub = Hub()
     sub = Subscriber("a", 2, agent_type="code", min_level="warn")
     hub.add(sub)
+    sink = SinkTransport()
+    sub.attach(sink, chunked=False)
     for i in range(20):
         hub.dispatch(message("a", i, agent="story", level="error"))
         hub.dispatch(message("a", 100 + i, agent="code", level="info"))
+    hub.flush()
     assert not sub.closed
     assert sub.queued == 0
-    assert await blocks(sub)
+    assert sink.writes == []
 
 
 # -- control frames -----------------------------------------------------------------------
@@ -358,50 +354,119 @@ def test_close_all_closes_and_removes_everyone() -> None:
     assert hub.room_count == 0
 
 
-# -- wait() -------------------------------------------------------------------------------
+# -- the hand-off: a live subscriber writes to its transport ------------------------------
 
 
-async def test_wait_blocks_until_woken_by_a_message() -> None:
+class Endings:
+    """A real owner that records each subscription it is told has ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[Subscriber, str | None]] = []
+
+    def closed(self, sub: Subscriber) -> None:
+        self.ended.append((sub, sub.close_reason))
+
+
+def test_attach_becomes_the_protocol_and_writes_what_queued_during_the_replay() -> None:
     hub = Hub()
     sub = Subscriber("a", 10)
     hub.add(sub)
-    waiter = asyncio.create_task(sub.wait())
-    done, _ = await asyncio.wait({waiter}, timeout=0.05)
-    assert not done
+    msgs = [message("a", i) for i in range(5)]
+    for msg in msgs:
+        hub.dispatch(msg)
+    sink = SinkTransport()
+    sub.after = msgs[2].key  # the replay sent 0..2
+    sub.attach(sink, chunked=False)
+    assert sink.get_protocol() is sub
+    assert sink.writes == [msgs[3].frame + msgs[4].frame]  # once, without what was replayed
+
+
+async def test_live_messages_go_out_as_one_write_per_loop_turn() -> None:
+    hub = Hub()
+    sub = Subscriber("a", 10)
+    hub.add(sub)
+    sink = SinkTransport()
+    sub.attach(sink, chunked=True)
+    msgs = [message("a", i) for i in range(3)]
+    for msg in msgs:
+        hub.dispatch(msg)
+    assert sink.writes == []  # nothing until the loop turn's flush
+    body = b"".join(m.frame for m in msgs)
+    assert await sink.next_write() == b"%x\r\n%b\r\n" % (len(body), body)
+    hub.dispatch(message("a", 3))
+    assert await sink.next_write() == message("a", 3).chunk  # a lone log: its pre-made chunk
+    assert sub.sent == 4
+
+
+async def test_a_paused_transport_queues_and_resume_flushes_in_order() -> None:
+    hub = Hub()
+    sub = Subscriber("a", 10)
+    hub.add(sub)
+    sink = SinkTransport()
+    sub.attach(sink, chunked=False)
+    sub.pause_writing()
+    msgs = [message("a", i) for i in range(3)]
+    for msg in msgs:
+        hub.dispatch(msg)
+    hub.flush()
+    assert sink.writes == []
+    assert sub.queued == 3
+    sub.resume_writing()
+    assert sink.writes == [b"".join(m.frame for m in msgs)]
+    assert sub.queued == 0
+
+
+async def test_a_transport_that_stays_paused_makes_a_slow_consumer() -> None:
+    endings = Endings()
+    hub = Hub()
+    sub = Subscriber("a", 3, owner=endings)
+    hub.add(sub)
+    sub.attach(SinkTransport(), chunked=False)
+    sub.pause_writing()
+    for i in range(4):
+        hub.dispatch(message("a", i))
+    assert sub.close_reason == SLOW_CONSUMER
+    assert endings.ended == [(sub, SLOW_CONSUMER)]
+    assert len(hub) == 0
+
+
+async def test_connection_lost_ends_the_subscription_once() -> None:
+    endings = Endings()
+    hub = Hub()
+    sub = Subscriber("a", 10, owner=endings)
+    hub.add(sub)
+    sub.attach(SinkTransport(), chunked=False)
+    sub.connection_lost(None)
+    sub.close("shutdown")  # the first reason wins; the owner hears once
+    assert endings.ended == [(sub, "client_gone")]
+    assert sub.direct is None
     hub.dispatch(message("a", 0))
-    await asyncio.wait_for(waiter, 1)
-    assert sub.queued == 1
+    assert sub.queued == 0
 
 
-async def test_wait_returns_when_woken_by_a_control_frame() -> None:
-    sub = Subscriber("a", 10)
-    waiter = asyncio.create_task(sub.wait())
-    done, _ = await asyncio.wait({waiter}, timeout=0.05)
-    assert not done
-    sub.control(b"event: heartbeat\ndata: {}\n\n")
-    await asyncio.wait_for(waiter, 1)
-
-
-async def test_wait_returns_when_closed() -> None:
-    sub = Subscriber("a", 10)
-    waiter = asyncio.create_task(sub.wait())
-    done, _ = await asyncio.wait({waiter}, timeout=0.05)
-    assert not done
+def test_close_tells_the_owner_before_any_transport_exists() -> None:
+    endings = Endings()
+    sub = Subscriber("a", 10, owner=endings)
     sub.close("token_expired")
-    await asyncio.wait_for(waiter, 1)
-    assert sub.close_reason == "token_expired"
-    # Closed stays closed: the first reason wins and wait() no longer blocks.
     sub.close("shutdown")
     assert sub.close_reason == "token_expired"
-    await asyncio.wait_for(sub.wait(), 1)
+    assert endings.ended == [(sub, "token_expired")]
 
 
-async def test_wait_returns_at_once_when_something_is_pending() -> None:
-    sub = Subscriber("a", 10)
-    sub.offer(message("a", 0))
-    await asyncio.wait_for(sub.wait(), 1)
-    sub.take()
-    assert await blocks(sub)
+def test_sweep_ends_streams_whose_token_expired() -> None:
+    hub = Hub()
+    now = 1_800_000_000.0
+    expired = Subscriber("a", 10, expires_at=now - 0.5)
+    valid = Subscriber("a", 10, expires_at=now + 60)
+    forever = Subscriber("b", 10)
+    for sub in (expired, valid, forever):
+        hub.add(sub)
+    assert hub.sweep(now) == 1
+    assert expired.close_reason == "token_expired"
+    assert valid.close_reason is None
+    assert forever.close_reason is None
+    assert len(hub) == 2
+    assert hub.sweep() == 0  # without a clock, only clients that left are looked for
 
 
 def test_offer_after_close_is_ignored() -> None:
