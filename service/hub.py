@@ -28,10 +28,15 @@ class Hub:
         self._last: dict[str, StreamKey] = {}
         self._count = 0
         self._on_slow = on_slow
-        # Subscribers with frames to flush; one flush per loop turn, so a burst read at once
-        # goes out as one write per stream, and a lone message goes out without delay.
+        # Messages of this loop turn per room, fanned out together by `flush`: the frames of a
+        # burst are joined once per room, not once per stream, and each idle stream gets them
+        # in one write; a lone message still goes out at the end of the turn it arrived in.
+        self._pending: dict[str, list[Message]] = {}
+        # Subscribers with queued frames to flush (filters, replay merge, paused, heartbeats).
         self._dirty: list[Subscriber] = []
         self._flush_handle: asyncio.Handle | None = None
+        # Kept: asyncio.get_running_loop() costs a getpid() system call per call on 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -70,27 +75,67 @@ class Hub:
             self._last.pop(sub.room, None)
 
     def dispatch(self, msg: Message) -> int:
-        """Offer `msg` to every subscriber of its room; returns how many were offered it."""
-        subs = self._rooms.get(msg.room)
+        """Accept `msg` for its room's subscribers; returns how many it is for.
+
+        The fan-out itself happens in `flush`, at the end of this loop turn, with every other
+        message of the room read in the same turn.
+        """
+        room = msg.room
+        subs = self._rooms.get(room)
         if not subs:
             return 0
         key = msg.key
         if key is not None:
-            last = self._last.get(msg.room)
+            last = self._last.get(room)
             if last is not None and key <= last:
                 return 0
-            self._last[msg.room] = key
+            self._last[room] = key
+        pending = self._pending.get(room)
+        if pending is None:
+            self._pending[room] = [msg]
+            self._schedule_flush()
+        else:
+            pending.append(msg)
+        return len(subs)
+
+    def flush(self) -> None:
+        """Fan this turn's messages out, then write what subscribers queued."""
+        self._flush_handle = None
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            rooms = self._rooms
+            for room, msgs in pending.items():
+                subs = rooms.get(room)
+                if subs:
+                    self._fan_out(subs, msgs)
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for sub in dirty:
+                sub.flagged = False
+                sub.flush()
+
+    def _fan_out(self, subs: dict[Subscriber, None], msgs: list[Message]) -> None:
+        if len(msgs) == 1:
+            frame, chunk = msgs[0].frame, msgs[0].chunk
+        else:
+            frame = b"".join([m.frame for m in msgs])  # encoded once for the whole room
+            chunk = b"%x\r\n%b\r\n" % (len(frame), frame)
+        count = len(msgs)
         slow: list[Subscriber] | None = None
-        dirty = self._dirty  # inlined _mark(): this loop runs once per stream per message
+        dirty = self._dirty
         for sub in subs:
-            if not sub.offer(msg):
-                if slow is None:
-                    slow = []
-                slow.append(sub)
-            elif not sub.flagged and sub.direct is not None:
-                sub.flagged = True
-                dirty.append(sub)
-        self._schedule_flush()
+            if sub.write_shared(frame, chunk, count):
+                continue  # the common case: an idle, unfiltered, live stream
+            for msg in msgs:
+                if not sub.offer(msg):
+                    if slow is None:
+                        slow = []
+                    slow.append(sub)
+                    break
+            else:
+                if not sub.flagged and sub.direct is not None:
+                    sub.flagged = True
+                    dirty.append(sub)
         if slow is not None:
             for sub in slow:
                 self.remove(sub)
@@ -98,14 +143,6 @@ class Hub:
                 log.warning("slow consumer closed: room=%s buffer=%d", sub.room, sub.limit)
                 if self._on_slow is not None:
                     self._on_slow(sub)
-        return len(subs) + (len(slow) if slow else 0)
-
-    def flush(self) -> None:
-        self._flush_handle = None
-        dirty, self._dirty = self._dirty, []
-        for sub in dirty:
-            sub.flagged = False
-            sub.flush()
 
     def control(self, frame: bytes) -> None:
         """Send one shared control frame (the heartbeat) to every subscriber."""
@@ -113,7 +150,8 @@ class Hub:
             for sub in subs:
                 sub.control(frame)
                 self._mark(sub)
-        self._schedule_flush()
+        if self._dirty:
+            self._schedule_flush()
 
     def _mark(self, sub: Subscriber) -> None:
         if sub.direct is not None and not sub.flagged:
@@ -121,8 +159,11 @@ class Hub:
             self._dirty.append(sub)
 
     def _schedule_flush(self) -> None:
-        if self._dirty and self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        if self._flush_handle is None:
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_soon(self.flush)
 
     def sweep(self, now: float | None = None) -> int:
         """Close subscribers whose client has gone, or whose token expired at `now` (epoch s).

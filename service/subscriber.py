@@ -133,6 +133,27 @@ class Subscriber(asyncio.Protocol):
         # else: the hub flushes this subscriber once, after the messages at hand are dispatched
         return True
 
+    def write_shared(self, frame: bytes, chunk: bytes, count: int) -> bool:
+        """Write the frames every idle, unfiltered stream of the room gets alike; False means
+        this one needs its queue (filters, replay merge, a heartbeat, a paused transport)."""
+        direct = self.direct
+        if (
+            direct is None
+            or self.paused
+            or self._queue
+            or self._control is not None
+            or self.after is not None
+            or self.min_rank
+            or self.agent_type is not None
+            or direct.is_closing()
+        ):
+            return False
+        data = chunk if self.direct_chunked else frame
+        direct.write(data)
+        self.sent += count
+        self.sent_bytes += len(data)
+        return True
+
     def flush(self) -> None:
         """Write what is queued straight to the socket, unless its buffer is over the mark.
 

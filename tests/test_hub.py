@@ -45,13 +45,14 @@ class ClientTransport(asyncio.Transport):
 # -- dispatch -----------------------------------------------------------------------------
 
 
-def test_dispatch_reaches_only_the_rooms_subscribers() -> None:
+async def test_dispatch_reaches_only_the_rooms_subscribers() -> None:
     hub = Hub()
     a1, a2, b = Subscriber("a", 10), Subscriber("a", 10), Subscriber("b", 10)
     for sub in (a1, a2, b):
         hub.add(sub)
     msg = message("a", 0)
     assert hub.dispatch(msg) == 2
+    hub.flush()  # the fan-out happens at the end of the loop turn
     assert a1.take() == msg.frame
     assert a2.take() == msg.frame
     assert b.queued == 0
@@ -59,17 +60,18 @@ def test_dispatch_reaches_only_the_rooms_subscribers() -> None:
     assert hub.dispatch(message("nobody-here", 0)) == 0
 
 
-def test_dispatch_keeps_order() -> None:
+async def test_dispatch_keeps_order() -> None:
     hub = Hub()
     sub = Subscriber("a", 100)
     hub.add(sub)
     msgs = [message("a", i) for i in range(20)]
     for msg in msgs:
         hub.dispatch(msg)
+    hub.flush()
     assert sub.take() == b"".join(m.frame for m in msgs)
 
 
-def test_full_buffer_closes_only_that_subscriber_as_slow_consumer() -> None:
+async def test_full_buffer_closes_only_that_subscriber_as_slow_consumer() -> None:
     seen: list[tuple[Subscriber, int, str | None]] = []
     hub: Hub
 
@@ -82,9 +84,10 @@ def test_full_buffer_closes_only_that_subscriber_as_slow_consumer() -> None:
     for sub in (fast1, slow, fast2):
         hub.add(sub)
     msgs = [message("a", i) for i in range(50)]
-    # Nobody reads: dispatch is synchronous, so it never waits for the slow one.
+    # Nobody reads: the fan-out is synchronous, so it never waits for the slow one.
     for msg in msgs:
         hub.dispatch(msg)
+    hub.flush()
 
     assert slow.close_reason == SLOW_CONSUMER
     assert slow.closed
@@ -101,20 +104,22 @@ def test_full_buffer_closes_only_that_subscriber_as_slow_consumer() -> None:
         assert fast.take() == b"".join(m.frame for m in msgs)
 
 
-def test_dispatch_counts_subscribers_including_one_closed_as_slow() -> None:
+async def test_dispatch_counts_subscribers_including_one_closed_as_slow() -> None:
     hub = Hub()
     slow, fast = Subscriber("a", 1), Subscriber("a", 10)
     hub.add(slow)
     hub.add(fast)
     assert hub.dispatch(message("a", 0)) == 2
-    assert hub.dispatch(message("a", 1)) == 2  # slow closed on this one, it was still offered
+    assert hub.dispatch(message("a", 1)) == 2
+    hub.flush()  # slow closed on the second one, it was still offered it
+    assert slow.close_reason == SLOW_CONSUMER
     assert hub.dispatch(message("a", 2)) == 1
 
 
 # -- dedup by stream key ------------------------------------------------------------------
 
 
-def test_duplicate_and_older_keys_are_dropped() -> None:
+async def test_duplicate_and_older_keys_are_dropped() -> None:
     hub = Hub()
     sub = Subscriber("a", 100)
     hub.add(sub)
@@ -127,10 +132,11 @@ def test_duplicate_and_older_keys_are_dropped() -> None:
     assert [hub.dispatch(m) for m in catch_up] == [0, 0, 1, 1]
     assert hub.dispatch(message("a", 0, ms=MS - 1)) == 0  # older millisecond
     assert hub.last_key("a") == (MS, 4)
+    hub.flush()
     assert sub.take() == b"".join(m.frame for m in live + catch_up[2:])
 
 
-def test_dedup_is_per_room() -> None:
+async def test_dedup_is_per_room() -> None:
     hub = Hub()
     a, b = Subscriber("a", 10), Subscriber("b", 10)
     hub.add(a)
@@ -139,10 +145,11 @@ def test_dedup_is_per_room() -> None:
     assert hub.dispatch(message("b", 1)) == 1  # an older key than room a's newest
     assert hub.last_key("a") == (MS, 9)
     assert hub.last_key("b") == (MS, 1)
+    hub.flush()
     assert b.queued == 1
 
 
-def test_messages_without_an_id_are_never_deduplicated() -> None:
+async def test_messages_without_an_id_are_never_deduplicated() -> None:
     hub = Hub()
     sub = Subscriber("a", 10)
     hub.add(sub)
@@ -151,10 +158,11 @@ def test_messages_without_an_id_are_never_deduplicated() -> None:
     assert hub.dispatch(foreign) == 1
     assert hub.dispatch(foreign) == 1
     assert hub.last_key("a") == (MS, 5)
+    hub.flush()
     assert sub.queued == 3
 
 
-def test_a_room_without_subscribers_records_no_key() -> None:
+async def test_a_room_without_subscribers_records_no_key() -> None:
     hub = Hub()
     hub.dispatch(message("a", 7))
     assert hub.last_key("a") is None
@@ -205,7 +213,7 @@ def test_take_keeps_messages_without_id_during_replay_overlap() -> None:
 LEVELS = ("debug", "info", "success", "warn", "error")
 
 
-def test_min_level_filter() -> None:
+async def test_min_level_filter() -> None:
     hub = Hub()
     warn_up = Subscriber("a", 100, min_level="warn")
     everything = Subscriber("a", 100, min_level="debug")
@@ -214,11 +222,12 @@ def test_min_level_filter() -> None:
     msgs = [message("a", i, level=lvl) for i, lvl in enumerate(LEVELS)]
     for msg in msgs:
         hub.dispatch(msg)
+    hub.flush()
     assert warn_up.take() == msgs[3].frame + msgs[4].frame
     assert everything.take() == b"".join(m.frame for m in msgs)
 
 
-def test_agent_type_filter_and_combined_filters() -> None:
+async def test_agent_type_filter_and_combined_filters() -> None:
     hub = Hub()
     code = Subscriber("a", 100, agent_type="code")
     code_errors = Subscriber("a", 100, agent_type="code", min_level="error")
@@ -232,6 +241,7 @@ def test_agent_type_filter_and_combined_filters() -> None:
     ]
     for msg in msgs:
         hub.dispatch(msg)
+    hub.flush()
     assert code.take() == msgs[1].frame + msgs[2].frame
     assert code_errors.take() == msgs[2].frame
 
@@ -262,13 +272,14 @@ def test_control_replaces_an_unsent_control_frame() -> None:
     assert sub.take() == b""
 
 
-def test_control_bypasses_the_bound_and_comes_first() -> None:
+async def test_control_bypasses_the_bound_and_comes_first() -> None:
     hub = Hub()
     sub = Subscriber("a", 2)
     hub.add(sub)
     msgs = [message("a", 0), message("a", 1)]
     for msg in msgs:
         hub.dispatch(msg)
+    hub.flush()
     assert sub.queued == sub.limit  # full
     beat = b"event: heartbeat\ndata: {}\n\n"
     hub.control(beat)
@@ -311,7 +322,7 @@ def test_sweep_closes_subscribers_whose_transport_is_closing() -> None:
 # -- bookkeeping --------------------------------------------------------------------------
 
 
-def test_add_and_remove_bookkeeping() -> None:
+async def test_add_and_remove_bookkeeping() -> None:
     hub = Hub()
     a1, a2, b = Subscriber("a", 10), Subscriber("a", 10), Subscriber("b", 10)
     hub.add(a1)
@@ -367,13 +378,14 @@ class Endings:
         self.ended.append((sub, sub.close_reason))
 
 
-def test_attach_becomes_the_protocol_and_writes_what_queued_during_the_replay() -> None:
+async def test_attach_becomes_the_protocol_and_writes_what_queued_during_the_replay() -> None:
     hub = Hub()
     sub = Subscriber("a", 10)
     hub.add(sub)
     msgs = [message("a", i) for i in range(5)]
     for msg in msgs:
         hub.dispatch(msg)
+    hub.flush()  # queued: the stream is still replaying
     sink = SinkTransport()
     sub.after = msgs[2].key  # the replay sent 0..2
     sub.attach(sink, chunked=False)
@@ -396,6 +408,29 @@ async def test_live_messages_go_out_as_one_write_per_loop_turn() -> None:
     hub.dispatch(message("a", 3))
     assert await sink.next_write() == message("a", 3).chunk  # a lone log: its pre-made chunk
     assert sub.sent == 4
+
+
+async def test_a_burst_is_joined_once_per_room_and_each_stream_gets_what_it_asked_for() -> None:
+    hub = Hub()
+    plain1, plain2 = Subscriber("a", 10), Subscriber("a", 10)
+    errors = Subscriber("a", 10, min_level="error")
+    paused = Subscriber("a", 10)
+    sinks = {sub: SinkTransport() for sub in (plain1, plain2, errors, paused)}
+    for sub, sink in sinks.items():
+        hub.add(sub)
+        sub.attach(sink, chunked=False)
+    paused.pause_writing()
+    msgs = [message("a", 0), message("a", 1, level="error"), message("a", 2)]
+    for msg in msgs:
+        hub.dispatch(msg)
+    hub.flush()
+    body = b"".join(m.frame for m in msgs)
+    assert sinks[plain1].writes == [body]
+    assert sinks[plain2].writes[0] is sinks[plain1].writes[0]  # encoded once, for the room
+    assert sinks[errors].writes == [msgs[1].frame]
+    assert sinks[paused].writes == []
+    paused.resume_writing()
+    assert sinks[paused].writes == [body]
 
 
 async def test_a_paused_transport_queues_and_resume_flushes_in_order() -> None:
@@ -425,6 +460,7 @@ async def test_a_transport_that_stays_paused_makes_a_slow_consumer() -> None:
     sub.pause_writing()
     for i in range(4):
         hub.dispatch(message("a", i))
+    hub.flush()
     assert sub.close_reason == SLOW_CONSUMER
     assert endings.ended == [(sub, SLOW_CONSUMER)]
     assert len(hub) == 0
