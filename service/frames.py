@@ -54,23 +54,30 @@ def envelope(stream_id: str, data: bytes) -> bytes:
 
 def split_envelope(payload: bytes) -> tuple[str | None, bytes]:
     """Strip the `"id"` the publish script put first; foreign payloads come back unchanged."""
+    stream_id, _, body = _split_envelope(payload)
+    return stream_id, body
+
+
+def _split_envelope(payload: bytes) -> tuple[str | None, StreamKey | None, bytes]:
+    """`split_envelope`, with the id's key: the id is parsed once per message."""
     if not payload.startswith(_ENVELOPE):
-        return None, payload
+        return None, None, payload
     end = payload.find(b'",', len(_ENVELOPE), len(_ENVELOPE) + _MAX_ID_LEN + 2)
     if end < 0:
-        return None, payload
+        return None, None, payload
     stream_id = payload[len(_ENVELOPE) : end].decode("ascii", "replace")
-    if parse_id(stream_id) is None:
-        return None, payload
-    return stream_id, b"{" + payload[end + 2 :]
+    key = parse_id(stream_id)
+    if key is None:
+        return None, None, payload
+    return stream_id, key, b"{" + payload[end + 2 :]
 
 
 def decode(room: str, payload: bytes, max_bytes: int) -> Message:
     """Turn one channel payload into a `Message`, or raise `Rejected` with the reason."""
     if len(payload) > max_bytes:
         raise Rejected("too_large")
-    stream_id, body = split_envelope(payload)
-    if stream_id is not None and _from_the_future(stream_id):
+    stream_id, key, body = _split_envelope(payload)
+    if key is not None and key[0] > time.time() * 1000 + MAX_CLOCK_SKEW_MS:
         # Ids come from Redis' clock; one far ahead is forged, and would make the hub's
         # per-room ordering drop every real log after it.
         raise Rejected("bad_id")
@@ -80,36 +87,40 @@ def decode(room: str, payload: bytes, max_bytes: int) -> Message:
         raise Rejected("invalid_json") from None
     if type(obj) is not dict:
         raise Rejected("not_an_object")
-    return message_from_log(room, stream_id, obj, body)
+    return message_from_log(room, stream_id, obj, body, key)
 
 
 def message_from_log(
-    room: str, stream_id: str | None, log: dict[str, Any], body: bytes | None = None
+    room: str,
+    stream_id: str | None,
+    log: dict[str, Any],
+    body: bytes | None = None,
+    key: StreamKey | None = None,
 ) -> Message:
-    """Build the message of a decoded log; `body` is reused as `data` when it is already fit."""
+    """Build the message of a decoded log; `body` is reused as `data` when it is already fit.
+
+    `key` is `stream_id`'s, when the caller has parsed it already.
+    """
     if "timestamp" not in log:
         log["timestamp"] = utc_now_iso()
         body = None
     if body is None or b"\n" in body or b"\r" in body:
         body = orjson.dumps(log)
+    if key is None and stream_id is not None:
+        key = parse_id(stream_id)
     level = log.get("level")
     agent = log.get("agentType")
     frame = log_frame(stream_id, body)
     return Message(
         room=room,
         id=stream_id,
-        key=parse_id(stream_id) if stream_id is not None else None,
+        key=key,
         data=body,
         level=level if type(level) is str else None,
         agent_type=agent if type(agent) is str else None,
         frame=frame,
         chunk=b"%x\r\n%b\r\n" % (len(frame), frame),
     )
-
-
-def _from_the_future(stream_id: str) -> bool:
-    key = parse_id(stream_id)
-    return key is None or key[0] > time.time() * 1000 + MAX_CLOCK_SKEW_MS
 
 
 def log_frame(stream_id: str | None, data: bytes) -> bytes:

@@ -83,6 +83,10 @@ class Broker(abc.ABC):
     def deliver(self, channel: bytes, payload: bytes) -> Message | None:
         """Decode one channel message and hand it to the hub; bad payloads are counted, skipped."""
         self.metrics.broker_messages.inc()
+        return self._deliver(channel, payload)
+
+    def _deliver(self, channel: bytes, payload: bytes) -> Message | None:
+        """`deliver` without counting the message: for readers that add a batch's count once."""
         room = room_from_channel(channel)
         if room is None:
             self._reject("bad_channel", channel, payload)
