@@ -15,8 +15,10 @@ within a case, so noise from other processes spreads over all of them):
   delivery, then publish->receive latency on every stream at a fixed load (20,000
   deliveries/s: 1,000 streams x 20 logs/s);
 - idle: RSS per stream with 10,000 open idle streams;
-- roomlogs with WORKERS=2 (both cores, sharing core 1 with the load generator) against
-  WORKERS=1, 1 room x 1,000.
+- roomlogs with WORKERS=2 against WORKERS=1 on the same case, right after it: 1 room x N for
+  N >= 1,000 (--workers-streams), the many-rooms case with --workers-rooms. The workers get
+  both cores, so they share core 1 with the load generator and Redis (--workers-pin); the
+  table shows each core's busy share, each worker's CPU and streams, and what was full.
 
 It prints Markdown tables (with the ratios of issue 4's targets), writes every step to
 bench/results/compare-<UTC timestamp>.json and draws docs/bench-fanout.png. See bench/README.md.
@@ -37,7 +39,7 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,7 +81,6 @@ ORDER: Final = ("roomlogs", "minimal", "nchan", "tutorial")
 # First offered deliveries/s when nothing smaller was measured for the system yet.
 FIRST_RATE: Final = {
     "roomlogs": 40_000.0,
-    "roomlogs-w2": 60_000.0,
     "minimal": 80_000.0,
     "nchan": 40_000.0,
     "tutorial": 8_000.0,
@@ -89,6 +90,21 @@ NA: Final = "n/a"
 
 def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Step(StepResult):
+    """A rate step, plus each worker's CPU (share of one core) when the system has several."""
+
+    workers: list[float] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = super().line()
+        if self.workers:
+            each = "/".join(f"{w:.0%}" for w in self.workers)
+            busy = " ".join(f"{c}:{b:.0%}" for c, b in sorted(self.cores.items()))
+            text += f" [workers {each}; cores {busy}]"
+        return text
 
 
 # -- what is measured ------------------------------------------------------------------------
@@ -126,18 +142,20 @@ class Run:
     per_room: int
     streams: int
     workers: int = 1
+    pinning: str = ""
+    worker_streams: list[int] = field(default_factory=list)
     connect_s: float = math.nan
     rss_before_kib: int = 0
     rss_after_kib: int = 0
     rss_per_stream_kib: float = math.nan
     idle_server_core: float = math.nan
     redis_subscriptions: int | None = None
-    steps: list[StepResult] = field(default_factory=list)
-    max_sustained: StepResult | None = None
-    first_failure: StepResult | None = None
+    steps: list[Step] = field(default_factory=list)
+    max_sustained: Step | None = None
+    first_failure: Step | None = None
     limit: str = "not measured"
     latency_rate_logs: float = math.nan
-    latency_step: StepResult | None = None
+    latency_step: Step | None = None
     redis_floor: Latency | None = None
     counters: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -146,6 +164,14 @@ class Run:
     @property
     def best(self) -> float:
         return self.max_sustained.achieved if self.max_sustained else math.nan
+
+    @property
+    def peak(self) -> Step | None:
+        """The step with the highest achieved rate, sustained or not: what it delivered at
+        saturation when latency is not bounded (late, never lost: every stream still gets
+        every log once the backlog drains)."""
+        done = [s for s in self.steps if not s.dead_streams]
+        return max(done, key=lambda s: s.achieved) if done else None
 
 
 class Meter:
@@ -157,6 +183,20 @@ class Meter:
         self.redis_pid = redis_pid
         self._t = self._server = self._loadgen = self._redis = 0.0
         self._cores: dict[int, tuple[int, int]] = {}
+        # Several workers: each one's CPU too (share of one core), in `last_workers`.
+        multi = isinstance(system, Roomlogs) and system.workers > 1
+        self.worker_pids = system.worker_pids() if isinstance(system, Roomlogs) and multi else []
+        self._workers: list[float] = []
+        self.last_workers: list[float] = []
+
+    def _worker_cpu(self) -> list[float]:
+        out = []
+        for pid in self.worker_pids:
+            try:
+                out.append(proc_cpu_seconds(pid))
+            except (OSError, ValueError):
+                out.append(math.nan)
+        return out
 
     def _redis_cpu(self) -> float:
         return proc_cpu_seconds(self.redis_pid)
@@ -166,11 +206,15 @@ class Meter:
         self._server = self.system.cpu_seconds()
         self._redis = self._redis_cpu()
         self._loadgen = time.process_time()
+        self._workers = self._worker_cpu()
         self._cores = core_times()
 
     def stop(self) -> tuple[Usage, float]:
         wall = max(time.monotonic() - self._t, 1e-9)
         server = self.system.cpu_seconds() - self._server
+        self.last_workers = [
+            (b - a) / wall for a, b in zip(self._workers, self._worker_cpu(), strict=True)
+        ]
         cores: dict[int, float] = {}
         for cpu, (busy, total) in core_times().items():
             b0, t0 = self._cores.get(cpu, (busy, total))
@@ -198,7 +242,7 @@ class Ctx:
 
 async def run_step(
     ctx: Ctx, rate_logs: float, seconds: float, *, latency_all: bool = False
-) -> StepResult:
+) -> Step:
     """Publish `rate_logs` logs/s (round-robin over the rooms) for about `seconds`, then wait
     for every stream to have every log of its room. Sustained: every stream got every log, none
     was closed, the last log arrived within 10 % of the step + 0.2 s of its send, and the p99
@@ -251,7 +295,8 @@ async def run_step(
         other_client = max(0.0, busy_all - usage.server - usage.client_side)
     else:
         other_client = max(0.0, client_busy - usage.client_side)
-    result = StepResult(
+    result = Step(
+        workers=ctx.meter.last_workers,
         rate_logs=rate_logs,
         offered=rate_logs * per_room,
         sent=run.sent,
@@ -285,6 +330,8 @@ def bottleneck(step: StepResult, ctx: Ctx) -> str | None:
     """What was saturated in `step`: the server's core(s), the client core (and by whom)."""
     cores = ctx.server_cores
     sides: list[str] = []
+    if cores and ctx.args.client_cpu in cores:
+        return shared_bottleneck(step, cores, ctx.args.client_cpu)
     if cores:
         shared = ctx.args.client_cpu in cores
         server_sat = step.server_core >= SATURATED * len(cores) or (
@@ -312,6 +359,27 @@ def bottleneck(step: StepResult, ctx: Ctx) -> str | None:
         else:
             sides.append("client core shared with other processes")
     return " + ".join(sides) or None
+
+
+def shared_bottleneck(step: StepResult, cores: Sequence[int], client: int) -> str | None:
+    """What was full when the server's workers share the load generator's core: which cores,
+    and how the busy time split between the server and the client side (load generator +
+    redis). With every core full, neither side alone is the limit: the machine's CPU is."""
+    full = [c for c in cores if step.cores.get(c, 0.0) >= SATURATED]
+    client_side = step.loadgen_core + step.redis_core
+    split = f"server {step.server_core:.2f} cores, client {client_side:.2f}"
+    busy_all = sum(step.cores.get(c, 0.0) for c in cores)
+    if busy_all - step.server_core - client_side >= NOISY:
+        split += f", other processes {busy_all - step.server_core - client_side:.2f}"
+    if len(full) == len(cores):
+        return f"both cores ({split})"
+    if full == [client]:
+        idle = [c for c in cores if c != client]
+        spare = ", ".join(f"core {c} {step.cores.get(c, 0.0):.0%}" for c in idle)
+        return f"core {client} (load generator's; {split}; {spare})"
+    if full:
+        return f"core {full[0]} ({split}; core {client} {step.cores.get(client, 0.0):.0%})"
+    return None
 
 
 def _noisy(step: StepResult) -> bool:
@@ -391,10 +459,16 @@ def _owed(step: StepResult, ctx: Ctx) -> list[int]:
 def make_system(key: str, case: Case, args: argparse.Namespace, redis_url: str) -> System:
     cpus = None if args.server_cpu is None else str(args.server_cpu)
     if case.workers > 1:
-        cpus = None if args.server_cpu is None else f"{args.server_cpu},{args.client_cpu}"
-        return Roomlogs(
+        # Both cores for the workers (the load generator and Redis stay on theirs): `float`
+        # lets the scheduler place each worker, `split` pins worker i to one core each.
+        cores = workers_cores(args)
+        cpus = None if cores is None else ",".join(map(str, cores))
+        system = Roomlogs(
             redis_url, args.workdir, cpus, case.streams, workers=case.workers, source=args.source
         )
+        if cores is not None and args.workers_pin == "split":
+            system.worker_cpus = [{cores[i % len(cores)]} for i in range(case.workers)]
+        return system
     if key == "roomlogs":
         return Roomlogs(redis_url, args.workdir, cpus, case.streams, source=args.source)
     return SYSTEMS[key](redis_url, args.workdir, cpus, case.streams)
@@ -422,6 +496,50 @@ async def flush_redis(redis_url: str) -> None:
         await client.aclose()
 
 
+def workers_cores(args: argparse.Namespace) -> list[int] | None:
+    """The cores of a WORKERS>1 case: --workers-cpus, else the server's and the client's."""
+    if args.server_cpu is None:
+        return None
+    return list(args.workers_cpus or [args.server_cpu, args.client_cpu])
+
+
+def pinning(args: argparse.Namespace, case: Case) -> str:
+    """Where the system's processes ran, in words."""
+    cores = workers_cores(args)
+    if cores is None:
+        return "unpinned"
+    if case.workers == 1:
+        return f"core {args.server_cpu}"
+    names = "+".join(map(str, cores))
+    shared = args.client_cpu in cores
+    if args.workers_pin == "split":
+        text = f"one worker per core ({names})"
+    elif args.workers_pin == "none" and shared:
+        return f"nothing pinned: workers, load generator and redis on cores {names}"
+    else:
+        text = f"cores {names}, placed by the scheduler"
+    return text + (f", core {args.client_cpu} shared with the load generator" if shared else "")
+
+
+@contextlib.contextmanager
+def unpinned_client(args: argparse.Namespace, redis: PrivateRedis, case: Case) -> Iterator[None]:
+    """`--workers-pin none`: the load generator (this thread) and redis-server may run on
+    both cores for a WORKERS>1 case, and go back to the client core after it."""
+    cores = workers_cores(args)
+    if case.workers == 1 or args.workers_pin != "none" or cores is None:
+        yield
+        return
+    both = set(cores) | {args.client_cpu}
+    os.sched_setaffinity(0, both)
+    os.sched_setaffinity(redis.pid, both)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, {args.client_cpu})
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(redis.pid, {args.client_cpu})
+
+
 async def run_case(
     args: argparse.Namespace, redis: PrivateRedis, key: str, case: Case, start: float
 ) -> Run:
@@ -434,6 +552,7 @@ async def run_case(
         per_room=case.per_room,
         streams=case.streams,
         workers=case.workers,
+        pinning=pinning(args, case),
     )
     _log(f"\n== {case.title}: {system.label} (log {system.log_path})")
     busy = await wait_quiet(args, _log)
@@ -442,7 +561,8 @@ async def run_case(
     system.start()
     try:
         await system.wait_ready()
-        await measure(args, run, system, redis, case, start)
+        with unpinned_client(args, redis, case):
+            await measure(args, run, system, redis, case, start)
         run.counters = await system.counters()
     except SetupError as exc:
         run.error = str(exc)
@@ -504,6 +624,14 @@ async def measure(
         run.rss_per_stream_kib = (run.rss_after_kib - run.rss_before_kib) / case.streams
         if system.uses_redis:
             run.redis_subscriptions = await pubsub_clients(redis.url)
+        if isinstance(system, Roomlogs) and system.workers > 1:
+            run.worker_streams = system.worker_streams()
+            _log(f"  streams per worker (SO_REUSEPORT): {run.worker_streams}")
+            if sum(run.worker_streams) != case.streams:
+                run.notes.append(
+                    f"the workers hold {sum(run.worker_streams):,} connections, "
+                    f"not {case.streams:,}"
+                )
         _log(
             f"  opened {case.streams:,} streams in {run.connect_s:.2f}s; server RSS "
             f"{run.rss_before_kib / 1024:.1f} -> {run.rss_after_kib / 1024:.1f} MiB "
@@ -516,7 +644,7 @@ async def measure(
 
         cores = None
         if args.server_cpu is not None:
-            cores = [args.server_cpu] + ([args.client_cpu] if case.workers > 1 else [])
+            cores = [args.server_cpu] if case.workers == 1 else workers_cores(args)
         ctx = Ctx(args, pool, recorder, publisher, logs, meter, cores)
         await find_max(ctx, run, start)
 
@@ -745,40 +873,103 @@ def targets_table(rows: Sequence[Target]) -> str:
     return "\n".join(out)
 
 
-def workers_table(runs: Sequence[Run], key: str) -> str | None:
-    one = _find(runs, "roomlogs", key)
-    two = next((r for r in runs if r.workers > 1), None)
-    if one is None or two is None:
+def _lost(run: Run) -> bool:
+    """Whether any stream missed a log for good in any step (late logs are not lost)."""
+    for s in run.steps:
+        if s.dead_streams:
+            return True
+        if not s.complete and (s.delivered_after_drain or 0) < s.expected:
+            return True
+    return False
+
+
+def _cores(step: Step | None) -> str:
+    if step is None:
+        return NA
+    return " / ".join(f"{step.cores.get(c, 0.0):.0%}" for c in sorted(step.cores))
+
+
+def _server(step: Step | None) -> str:
+    if step is None:
+        return NA
+    text = _f(step.server_core, ".2f")
+    if step.workers:
+        text += " (" + " + ".join(f"{w:.2f}" for w in step.workers) + ")"
+    return text
+
+
+def two_core_bound(one: Run) -> tuple[float, float, float]:
+    """From WORKERS=1's step at its max: server and client (load generator + redis) µs per
+    delivery, and what two fully shared cores would give at those costs: 2 / (c_s + c_l)."""
+    b = one.max_sustained
+    if b is None or not b.achieved:
+        return math.nan, math.nan, math.nan
+    c_s = b.server_core / b.achieved * 1e6
+    c_l = (b.loadgen_core + b.redis_core) / b.achieved * 1e6
+    return c_s, c_l, 2e6 / (c_s + c_l)
+
+
+def workers_table(runs: Sequence[Run]) -> str | None:
+    pairs = []
+    for two in (r for r in runs if r.workers > 1):
+        one = _find(runs, "roomlogs", two.case.removesuffix("-w2"))
+        if one is not None:
+            pairs.append((one, two))
+    if not pairs:
         return None
     head = [
+        "case",
         "roomlogs",
+        "where",
         "max sustained deliveries/s",
-        "server CPU at max (cores)",
-        "client core at max",
-        "p99 ms",
-        "limited by",
+        "peak achieved, any step (latency unbounded)",
+        "cores 0 / 1 busy at max",
+        "server cores at max (per worker)",
+        "client cores at max (load generator + redis)",
+        "streams per worker",
+        "Redis subscriptions",
+        "every stream every log",
+        "limited by (first failed step)",
     ]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r, name in ((one, "WORKERS=1 (core 0)"), (two, f"WORKERS={two.workers} (cores 0+1)")):
-        b = r.max_sustained
-        lat = _lat(r)
-        out.append(
-            "| "
-            + " | ".join(
-                [
-                    name,
-                    _f(r.best, ",.0f"),
-                    _f(b.server_core, ".2f") if b else NA,
-                    f"{b.loadgen_core:.0%} + redis {b.redis_core:.0%}" if b else NA,
-                    _f(lat.p99_ms, ".1f") if lat else NA,
-                    r.error or r.limit,
-                ]
+    lines = []
+    for one, two in pairs:
+        for r in (one, two):
+            b = r.max_sustained
+            peak = r.peak
+            out.append(
+                "| "
+                + " | ".join(
+                    [
+                        r.case.removesuffix("-w2"),
+                        f"WORKERS={r.workers}",
+                        r.pinning,
+                        _f(r.best, ",.0f"),
+                        _f(peak.achieved, ",.0f") if peak else NA,
+                        _cores(b),
+                        _server(b),
+                        _f(b.loadgen_core + b.redis_core, ".2f") if b else NA,
+                        " / ".join(f"{n:,}" for n in r.worker_streams) or f"{r.streams:,}",
+                        str(r.redis_subscriptions) if r.redis_subscriptions is not None else NA,
+                        "**no**" if _lost(r) else ("yes" if r.steps else NA),
+                        r.error or r.limit,
+                    ]
+                )
+                + " |"
             )
-            + " |"
+        ratio = two.best / one.best if one.best else math.nan
+        p1, p2 = one.peak, two.peak
+        peak_ratio = p2.achieved / p1.achieved if p1 and p2 and p1.achieved else math.nan
+        c_s, c_l, bound = two_core_bound(one)
+        lines.append(
+            f"- {one.case}: WORKERS={two.workers} / WORKERS=1 = **{_f(ratio, '.2f')}x** max "
+            f"sustained, {_f(peak_ratio, '.2f')}x peak achieved. At WORKERS=1's max the server "
+            f"used {_f(c_s, '.3f')} µs and the client side {_f(c_l, '.3f')} µs of CPU per "
+            f"delivery: two cores shared by both give at most 2 / (c_s + c_l) ≈ "
+            f"{_f(bound, ',.0f')}/s ({_f(bound / one.best if one.best else math.nan, '.2f')}x), "
+            "if the costs per delivery stay the same."
         )
-    ratio = two.best / one.best if one.best else math.nan
-    out.append("")
-    out.append(f"WORKERS={two.workers} / WORKERS=1: {_f(ratio, '.2f')}x")
+    out += ["", *lines]
     return "\n".join(out)
 
 
@@ -793,7 +984,7 @@ def markdown(runs: Sequence[Run], cases: Sequence[Case], args: argparse.Namespac
         "",
         targets_table(targets(runs, args)),
     ]
-    workers = workers_table(runs, key)
+    workers = workers_table(runs)
     if workers:
         parts += ["", "### WORKERS=2 against WORKERS=1", "", workers]
     parts += ["", "### Every case", "", detail_table(runs)]
@@ -846,6 +1037,16 @@ def _rooms(raw: str) -> tuple[int, int] | None:
     return value
 
 
+def _cpus(raw: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in raw.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected core numbers such as 0,2") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError("expected core numbers such as 0,2")
+    return values
+
+
 def _system_list(raw: str) -> list[str]:
     keys = [k.strip() for k in raw.split(",") if k.strip()]
     unknown = [k for k in keys if k not in SYSTEMS]
@@ -873,6 +1074,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--idle", type=int, default=None, help="idle streams for memory (10000; 0: none)"
     )
     p.add_argument("--no-workers2", action="store_true", help="skip roomlogs WORKERS=2")
+    p.add_argument(
+        "--workers-streams",
+        type=_counts,
+        default=None,
+        help="N of --streams for roomlogs WORKERS=2 (default: those >= 1000)",
+    )
+    p.add_argument(
+        "--workers-cpus",
+        type=_cpus,
+        default=None,
+        help="cores for roomlogs WORKERS=2 (default: --server-cpu and --client-cpu; with 3+ "
+        "cores, e.g. 0,2 keeps the load generator's core to itself)",
+    )
+    p.add_argument(
+        "--workers-rooms",
+        action="store_true",
+        help="roomlogs WORKERS=2 on the many-rooms case too",
+    )
+    p.add_argument(
+        "--workers-pin",
+        choices=("float", "split", "none"),
+        default="float",
+        help="WORKERS=2: workers on both cores placed by the scheduler (load generator and "
+        "redis stay on theirs), one worker per core, or nothing pinned (load generator and "
+        "redis too, for that case only)",
+    )
     p.add_argument("--payload-bytes", type=int, default=256, help="size of one log's JSON")
     p.add_argument("--step-seconds", type=float, default=None, help="one rate step (3; quick 2)")
     p.add_argument("--growth", type=float, default=2.0, help="rate factor between steps")
@@ -917,6 +1144,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.latency_seconds is None:
         args.latency_seconds = 3.0 if quick else 6.0
     args.workers2 = not args.no_workers2 and "roomlogs" in args.systems
+    if args.workers_streams is None:
+        # Where the server, not the load generator, is the limit of one worker: large N.
+        args.workers_streams = [n for n in args.streams if n >= 1000] or [max(args.streams)]
+    args.workers_cases = [f"1x{n}" for n in args.workers_streams if n in args.streams]
+    if args.workers_rooms and args.rooms:
+        args.workers_cases.append(f"{args.rooms[0]}x{args.rooms[1]}")
+    if not args.workers2:
+        args.workers_cases = []
     args.key_streams = 1000 if 1000 in args.streams else args.streams[len(args.streams) // 2]
     if args.no_pin:
         args.server_cpu = args.client_cpu = None
@@ -983,10 +1218,12 @@ async def amain(args: argparse.Namespace) -> int:
                     if case.rooms == 1 and run.max_sustained is not None:
                         best[key] = run.max_sustained.achieved
                     write_json(out, runs, args)  # what is done so far survives a crash
-            if args.workers2:
-                case = Case(f"1x{args.key_streams}-w2", 1, args.key_streams, workers=2)
-                start = best.get("roomlogs", FIRST_RATE["roomlogs"]) / 2
-                runs.append(await run_case(args, redis, "roomlogs", case, start))
+                    if key == "roomlogs" and case.name in args.workers_cases:
+                        # Right after WORKERS=1 on the same N, from the same first rate (the
+                        # same grid of offered rates until a step fails).
+                        two = Case(f"{case.name}-w2", case.rooms, case.per_room, workers=2)
+                        runs.append(await run_case(args, redis, "roomlogs", two, start))
+                        write_json(out, runs, args)
         except SetupError as exc:
             _log(f"setup failed: {exc}")
             write_json(out, runs, args)
@@ -1031,6 +1268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server_cpu is not None:
         if not {args.server_cpu, args.client_cpu} <= cpus or args.server_cpu == args.client_cpu:
             _log(f"setup failed: need two distinct cores among {sorted(cpus)}; or use --no-pin")
+            return 1
+        if args.workers_cpus and not set(args.workers_cpus) <= cpus:
+            _log(f"setup failed: --workers-cpus must be among {sorted(cpus)}")
             return 1
         os.sched_setaffinity(0, {args.client_cpu})
     # Client sockets, plus (the tutorial pattern) as many Redis connections in redis-server.

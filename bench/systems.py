@@ -193,6 +193,41 @@ class System:
         self.proc = None
 
 
+def established_inodes(port: int) -> set[int]:
+    """Socket inodes of the ESTABLISHED TCP connections whose local port is `port` (the
+    server's side of each client connection), from /proc/net/tcp and tcp6."""
+    inodes: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] != "01":  # 01: ESTABLISHED
+                    continue
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(int(fields[9]))
+    return inodes
+
+
+def socket_count(pid: int, inodes: set[int]) -> int:
+    """How many of `inodes` process `pid` holds open."""
+    count = 0
+    fd_dir = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                    count += 1
+    return count
+
+
+def is_spawned_worker(pid: int) -> bool:
+    """A multiprocessing `spawn` child (a worker), not its resource tracker."""
+    with contextlib.suppress(OSError):
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
+
+
 class Roomlogs(System):
     key = "roomlogs"
     label = "roomlogs"
@@ -214,6 +249,30 @@ class Roomlogs(System):
         super().__init__(redis_url, workdir, cpus, streams)
         self.workers = workers
         self.source = source
+        # Per worker, the cores it is pinned to once it is up (None: the taskset of all).
+        self.worker_cpus: list[set[int]] | None = None
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes (the supervisor's spawned children), or the one process."""
+        if self.proc is None:
+            return []
+        if self.workers == 1:
+            return [self.proc.pid]
+        return sorted(p for p in self.pids if p != self.proc.pid and is_spawned_worker(p))
+
+    def worker_streams(self) -> list[int]:
+        """Established client connections each worker holds (SO_REUSEPORT's split)."""
+        inodes = established_inodes(self.port)
+        return [socket_count(pid, inodes) for pid in self.worker_pids()]
+
+    async def wait_ready(self, limit_s: float = 30) -> None:
+        await super().wait_ready(limit_s)
+        if self.worker_cpus is not None:
+            pids = self.worker_pids()
+            if len(pids) != len(self.worker_cpus):
+                raise SetupError(f"{len(pids)} workers found, {self.workers} expected")
+            for pid, cpus in zip(pids, self.worker_cpus, strict=True):
+                os.sched_setaffinity(pid, cpus)
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "service", "serve"]
