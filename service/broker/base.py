@@ -22,6 +22,9 @@ from ..rooms import room_from_channel
 
 log = logging.getLogger("service.broker")
 
+# Channels whose room is remembered, at most (then forgotten all at once, and relearnt).
+_CHANNEL_CACHE = 8192
+
 # One retained log: its stream id and its one-line JSON.
 HistoryEntry = tuple[str, bytes]
 
@@ -62,6 +65,8 @@ class Broker(abc.ABC):
         self.state = BrokerState.STARTING
         self.reason = "starting"
         self._live = asyncio.Event()
+        # Valid channel -> its room: parsing and checking the name costs more than the lookup.
+        self._channel_rooms: dict[bytes, str] = {}
 
     @property
     def ready(self) -> bool:
@@ -87,10 +92,15 @@ class Broker(abc.ABC):
 
     def _deliver(self, channel: bytes, payload: bytes) -> Message | None:
         """`deliver` without counting the message: for readers that add a batch's count once."""
-        room = room_from_channel(channel)
+        room = self._channel_rooms.get(channel)
         if room is None:
-            self._reject("bad_channel", channel, payload)
-            return None
+            room = room_from_channel(channel)
+            if room is None:
+                self._reject("bad_channel", channel, payload)
+                return None
+            if len(self._channel_rooms) >= _CHANNEL_CACHE:
+                self._channel_rooms.clear()
+            self._channel_rooms[channel] = room
         try:
             msg = decode(room, payload, self.max_message_bytes)
         except Rejected as exc:
