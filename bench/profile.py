@@ -102,7 +102,8 @@ async def run(args: argparse.Namespace) -> int:
         logs = LogFactory(256)
         rate = args.deliveries / per_room
         await publish_at(publisher, logs, rooms_n, rate, max(rooms_n, int(rate)), 2.0)  # warm
-        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        spy = _py_spy()
+        assert spy is not None  # checked in main()
         argv = [
             "taskset", "-c", "1", spy, "record", "--pid", str(system.proc.pid),
             "--rate", str(args.rate), "--duration", str(int(args.seconds)),
@@ -144,6 +145,11 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _py_spy() -> str | None:
+    """py-spy next to this interpreter (the venv's), else on the PATH."""
+    return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument("--system", choices=sorted(SYSTEMS), default="roomlogs")
@@ -156,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.case is None:
         p.error("--case needs ROOMSxSTREAMS")
+    if _py_spy() is None:  # before starting Redis and the system, not after
+        print("py-spy not found: .venv/bin/pip install py-spy", file=sys.stderr)
+        return 1
     os.sched_setaffinity(0, {1})
     import uvloop
 
