@@ -34,9 +34,7 @@ class Owner(Protocol):
 class Subscriber(asyncio.Protocol):
     __slots__ = (
         "_control",
-        "_loop",
         "_queue",
-        "_waiter",
         "after",
         "agent_type",
         "close_reason",
@@ -90,12 +88,9 @@ class Subscriber(asyncio.Protocol):
         self.sent_bytes = 0
         self.taken = 0  # frames in the last take()
         self.flagged = False  # in the hub's list of subscribers to flush
-        # Kept: asyncio.get_running_loop() costs a getpid() system call per call on 3.11.
-        self._loop: asyncio.AbstractEventLoop | None = None
         # A list, not a deque: it is always drained whole, and an empty list is 56 bytes.
         self._queue: list[Message] = []
         self._control: bytes | None = None
-        self._waiter: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Subscriber room={self.room!r} queued={len(self._queue)}>"
@@ -128,9 +123,6 @@ class Subscriber(asyncio.Protocol):
         if len(self._queue) >= self.limit:
             return False
         self._queue.append(msg)
-        if self.direct is None:
-            self._wake()
-        # else: the hub flushes this subscriber once, after the messages at hand are dispatched
         return True
 
     def write_shared(self, frame: bytes, chunk: bytes, count: int) -> bool:
@@ -181,14 +173,11 @@ class Subscriber(asyncio.Protocol):
     def control(self, frame: bytes) -> None:
         """A heartbeat-like frame: outside the bound, the newest replaces an unsent one."""
         self._control = frame
-        if self.direct is None:
-            self._wake()
 
     def close(self, reason: str) -> None:
         """End the subscription once; the owner does the rest (socket, metrics, log)."""
         if self.close_reason is None:
             self.close_reason = reason
-            self._wake()
             if self.owner is not None:
                 self.owner.closed(self)
 
@@ -215,29 +204,7 @@ class Subscriber(asyncio.Protocol):
         self.direct = None
         self.close("client_gone")
 
-    # -- draining without a transport (before the hand-off; tests) -------------------------
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Return when there is something to take, or the subscription was closed."""
-        if self._queue or self._control is not None or self.close_reason is not None:
-            return
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
+    # -- what the hub writes --------------------------------------------------------------
 
     def take(self) -> bytes:
         """Everything queued, as one coalesced write (control frame first)."""

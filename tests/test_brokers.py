@@ -32,7 +32,7 @@ from service.metrics import Metrics
 from service.subscriber import Subscriber
 
 from .conftest import settings
-from .support import RedisServer, sample_log
+from .support import RedisServer, SinkTransport, sample_log
 from .test_frames import SSEEvent, parse_sse
 
 STREAM_ID = re.compile(r"[0-9]+-[0-9]+")
@@ -45,8 +45,10 @@ class Running:
     metrics: Metrics
 
     def watch(self, room: str, limit: int = 10_000) -> Subscriber:
+        """A live stream of `room` whose socket is an in-memory transport."""
         sub = Subscriber(room, limit)
         self.hub.add(sub)
+        sub.attach(SinkTransport(), chunked=False)
         return sub
 
     def invalid(self, reason: str) -> float:
@@ -100,14 +102,21 @@ def logs(count: int, start: int = 0) -> list[bytes]:
     return [orjson.dumps(sample_log(i)) for i in range(start, start + count)]
 
 
+def written(sub: Subscriber) -> SinkTransport:
+    sink = sub.transport
+    assert isinstance(sink, SinkTransport)
+    return sink
+
+
 async def receive(sub: Subscriber, count: int, timeout: float = 10) -> list[SSEEvent]:
-    """The next `count` events the hub put in `sub`'s buffer, as a browser would read them."""
+    """The next `count` events the hub wrote to `sub`'s transport, as a browser would read them."""
+    sink = written(sub)
     events: list[SSEEvent] = []
     async with asyncio.timeout(timeout):
         while len(events) < count:
-            await sub.wait()
+            data = await sink.next_write(timeout)
             assert sub.close_reason is None
-            events.extend(parse_sse(sub.take()))
+            events.extend(parse_sse(data))
     assert len(events) == count
     return events
 
@@ -139,7 +148,7 @@ async def test_publish_delivers_live_with_ids(start_kind: StartBroker, room: str
     assert [e.last_event_id for e in events] == ids
     assert [e.type for e in events] == ["log"] * 5
     assert [orjson.loads(e.data) for e in events] == [orjson.loads(d) for d in data]
-    assert other.queued == 0
+    assert written(other).writes == []
 
 
 async def test_history_and_last_are_oldest_first(start_kind: StartBroker, room: str) -> None:
@@ -290,6 +299,24 @@ async def test_malformed_redis_payloads_are_counted_and_skipped(
     ids = await run.broker.publish(room, logs(1))
     [published] = await receive(sub, 1)
     assert published.last_event_id == ids[0]
+
+
+async def test_a_room_nobody_here_watches_is_not_decoded(
+    start_broker: StartBroker, redis_server: RedisServer, room: str
+) -> None:
+    """Every instance sees every room's logs; only one with a stream of the room decodes them."""
+    run = await start_broker(redis_url=redis_server.url)
+    sub = run.watch(room)
+    publisher = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await publisher.publish(f"room:{room}-elsewhere:logs", b"not json, and nobody here cares")
+        await publisher.publish(f"room:{room}:logs", orjson.dumps(sample_log(1)))
+    finally:
+        await publisher.aclose()
+    [event] = await receive(sub, 1)  # the channel is read in order: both were handled
+    assert orjson.loads(event.data)["message"] == "log 1"
+    assert run.metrics.registry.get_sample_value("roomlogs_broker_messages_total") == 2
+    assert run.invalid("invalid_json") == 0
 
 
 async def test_one_pubsub_connection_however_many_rooms(

@@ -101,6 +101,10 @@ class Broker(abc.ABC):
             if len(self._channel_rooms) >= _CHANNEL_CACHE:
                 self._channel_rooms.clear()
             self._channel_rooms[channel] = room
+        if not self.hub.subscribers(room):
+            # Every instance (and worker) sees every room's logs; only those with a stream of
+            # the room decode it. A bad payload is counted where someone would receive it.
+            return None
         try:
             msg = decode(room, payload, self.max_message_bytes)
         except Rejected as exc:
