@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID, Idempotency-Key"
 ALLOW_METHODS = "GET, POST, OPTIONS"
 
 

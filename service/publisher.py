@@ -2,25 +2,47 @@
 
 The replacement for the original NestJS `RoomsService.emitLog()`. Over Redis it runs the
 service's own publish script (stored in history *and* live, atomically), so logs published by a
-backend are replayable; over HTTP it posts to `POST /api/v1/rooms/{room}/logs`.
+backend are replayable; over HTTP it posts to `POST /api/v1/rooms/{room}/logs` with an
+`Idempotency-Key`, so an answer lost on the way back (a load balancer's 502 while a gateway
+restarts) is retried without storing the logs twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 import redis.asyncio as aioredis
+from redis.backoff import ExponentialWithJitterBackoff
 
 from .broker.redis import PUBLISH_SCRIPT, store_and_publish
 from .logs import normalize
 from .rooms import is_valid_room_id
 
+# Answers after which a retry with the same key is safe and may succeed: the load balancer
+# found no gateway (502/504), or the gateway could not store the logs now (503).
+_RETRY_STATUSES = frozenset({502, 503, 504})
+
 
 class PublishError(Exception):
-    """The log was not stored; `str()` says why."""
+    """The log was not stored, or it is not known whether it was; `str()` says why."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key  # the Idempotency-Key to retry with, when the outcome is unknown
+
+
+def _refusal(status: int, body: bytes) -> str:
+    """`403 room_not_allowed: …` from the service's JSON error, or the start of anything else."""
+    try:
+        error = orjson.loads(body)
+        return f"{status} {error['error']}: {error['detail']}"
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return f"{status} {body[:200].decode('utf-8', 'replace')}"
 
 
 class Publisher:
@@ -33,6 +55,7 @@ class Publisher:
         history_max: int = 1000,
         history_ttl: int = 86400,
         max_message_bytes: int = 65536,
+        attempts: int = 5,
     ) -> None:
         if (redis_url is None) == (url is None):
             raise ValueError("give exactly one of redis_url= or url=")
@@ -44,6 +67,8 @@ class Publisher:
         self._history_max = history_max
         self._history_ttl = history_ttl
         self._max_bytes = max_message_bytes
+        self._attempts = max(1, attempts)
+        self._backoff = ExponentialWithJitterBackoff(cap=2.0, base=0.1)
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -88,9 +113,10 @@ class Publisher:
             encoded.append(data)
         if self._script is not None:
             try:
-                return await store_and_publish(
+                published = await store_and_publish(
                     self._script, room, encoded, self._history_max, self._history_ttl
                 )
+                return published.ids
             except aioredis.RedisError as exc:
                 raise PublishError(f"redis: {exc}") from exc
         return await self._post(room, b"[" + b",".join(encoded) + b"]")
@@ -101,14 +127,24 @@ class Publisher:
             if self._token:
                 headers["Authorization"] = f"Bearer {self._token}"
             self._http = aiohttp.ClientSession(headers=headers)
-        try:
-            async with self._http.post(f"{self._url}/api/v1/rooms/{room}/logs", data=body) as r:
-                payload = await r.json(content_type=None)
-                if r.status != 202:
-                    raise PublishError(
-                        f"{r.status} {payload.get('error')}: {payload.get('detail')}"
-                    )
-                ids: list[str] = payload["ids"]
-                return ids
-        except aiohttp.ClientError as exc:
-            raise PublishError(f"http: {exc}") from exc
+        key = uuid.uuid4().hex
+        url = f"{self._url}/api/v1/rooms/{room}/logs"
+        last = ""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                async with self._http.post(url, data=body, headers={"Idempotency-Key": key}) as r:
+                    if r.status == 202:
+                        ids: list[str] = (await r.json(content_type=None))["ids"]
+                        return ids
+                    last = _refusal(r.status, await r.read())
+                    if r.status not in _RETRY_STATUSES:
+                        raise PublishError(last)
+            except aiohttp.ClientError as exc:
+                last = f"http: {exc}"
+            if attempt < self._attempts:
+                await asyncio.sleep(self._backoff.compute(attempt))
+        raise PublishError(
+            f"not known to be stored after {self._attempts} attempts ({last}); a retry with "
+            f"Idempotency-Key {key} stores it at most once",
+            key,
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 _ROOM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PUBLISH_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 CHANNEL_PATTERN = "room:*:logs"
 
@@ -33,6 +34,18 @@ def history_key(room: str) -> str:
 
 def room_key(room: str) -> str:
     return f"room:{_checked(room)}"
+
+
+def is_valid_publish_key(key: str) -> bool:
+    """An `Idempotency-Key`: 1-128 characters of `A-Z a-z 0-9 . _ : -` (a UUID fits)."""
+    return _PUBLISH_KEY.fullmatch(key) is not None
+
+
+def publish_key(room: str, key: str) -> str:
+    """Where one idempotent publish's fingerprint and ids are kept."""
+    if not is_valid_publish_key(key):
+        raise ValueError(f"invalid idempotency key {key!r}")
+    return f"room:{_checked(room)}:publish:{key}"
 
 
 def room_from_channel(name: bytes) -> str | None:

@@ -48,6 +48,7 @@ class Settings:
     retry_ms: int = 3000
     history_max: int = 1000
     history_ttl: int = 86400
+    idempotency_ttl: int = 600
     subscriber_buffer: int = 1000
     max_connections: int = 10000
     max_message_bytes: int = 65536
@@ -223,6 +224,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("RETRY_MS", "retry_ms", _int(0, 3_600_000), "retry: hint, milliseconds"),
     FieldSpec("HISTORY_MAX", "history_max", _int(1, 1_000_000), "logs kept per room"),
     FieldSpec("HISTORY_TTL", "history_ttl", _int(1, 365 * 86400), "seconds kept after a publish"),
+    FieldSpec(
+        "IDEMPOTENCY_TTL", "idempotency_ttl", _int(1, 7 * 86400), "seconds a publish key is kept"
+    ),
     FieldSpec("SUBSCRIBER_BUFFER", "subscriber_buffer", _int(1, 1_000_000), "frames per stream"),
     FieldSpec("MAX_CONNECTIONS", "max_connections", _int(1, 10_000_000), "streams per process"),
     FieldSpec("MAX_MESSAGE_BYTES", "max_message_bytes", _int(256, 16 << 20), "largest log"),

@@ -5,13 +5,23 @@ from __future__ import annotations
 from ..hub import Hub
 from ..metrics import Metrics
 from ..settings import Settings
-from .base import Broker, BrokerState, BrokerUnavailable, HistoryEntry, Window
+from .base import (
+    Broker,
+    BrokerState,
+    BrokerUnavailable,
+    HistoryEntry,
+    KeyReused,
+    Published,
+    Window,
+)
 
 __all__ = [
     "Broker",
     "BrokerState",
     "BrokerUnavailable",
     "HistoryEntry",
+    "KeyReused",
+    "Published",
     "Window",
     "create_broker",
 ]

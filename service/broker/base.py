@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -27,6 +28,25 @@ _CHANNEL_CACHE = 8192
 
 # One retained log: its stream id and its one-line JSON.
 HistoryEntry = tuple[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    ids: list[str]
+    replayed: bool  # the key had been used for these logs: nothing new was stored
+
+
+class KeyReused(Exception):
+    """An idempotency key sent again with other logs than the first time."""
+
+
+def fingerprint(logs: Sequence[bytes]) -> str:
+    """What an idempotent publish is compared by: the logs, as the service encoded them."""
+    digest = hashlib.sha256()
+    for data in logs:
+        digest.update(data)
+        digest.update(b"\n")  # one-line JSON: no log holds a newline
+    return digest.hexdigest()[:32]
 
 
 class BrokerState(enum.Enum):
@@ -135,6 +155,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
         """Store and deliver each one-line JSON log atomically; returns their stream ids."""
+
+    @abc.abstractmethod
+    async def publish_once(self, room: str, logs: Sequence[bytes], key: str) -> Published:
+        """`publish`, at most once per `key` (for `IDEMPOTENCY_TTL`): a retry of a publish
+        whose answer was lost gets the first one's ids back instead of storing the logs again.
+        Raises `KeyReused` when the key was used for other logs."""
 
     @abc.abstractmethod
     async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:

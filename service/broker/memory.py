@@ -12,7 +12,16 @@ from ..ids import StreamKey, format_id, parse_id
 from ..metrics import Metrics
 from ..rooms import channel
 from ..settings import Settings
-from .base import Broker, BrokerState, BrokerUnavailable, HistoryEntry, Window
+from .base import (
+    Broker,
+    BrokerState,
+    BrokerUnavailable,
+    HistoryEntry,
+    KeyReused,
+    Published,
+    Window,
+    fingerprint,
+)
 
 
 class _Room:
@@ -31,6 +40,10 @@ class MemoryBroker(Broker):
         self._ttl = settings.history_ttl
         self._rooms: dict[str, _Room] = {}
         self._last: StreamKey = (0, 0)
+        self._key_ttl = settings.idempotency_ttl
+        # (room, key) -> (expiry, fingerprint, ids); one TTL for all, so insertion order is
+        # expiry order and expired keys are dropped from the front.
+        self._keys: dict[tuple[str, str], tuple[float, str, list[str]]] = {}
 
     async def start(self) -> None:
         self._set_state(BrokerState.LIVE, "live")
@@ -69,6 +82,24 @@ class MemoryBroker(Broker):
             # The same payload the Redis publish script puts on the channel.
             self.deliver(channel(room).encode(), envelope(stream_id, data))
         return ids
+
+    async def publish_once(self, room: str, logs: Sequence[bytes], key: str) -> Published:
+        now = time.monotonic()
+        keys = self._keys
+        while keys:
+            oldest = next(iter(keys))
+            if keys[oldest][0] > now:
+                break
+            del keys[oldest]
+        seen = fingerprint(logs)
+        prior = keys.get((room, key))
+        if prior is not None:
+            if prior[1] != seen:
+                raise KeyReused(key)
+            return Published(prior[2], replayed=True)
+        ids = await self.publish(room, logs)
+        keys[(room, key)] = (now + self._key_ttl, seen, ids)
+        return Published(ids, replayed=False)
 
     async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:
         entry = self._room(room)

@@ -29,9 +29,18 @@ from ..frames import envelope
 from ..hub import Hub
 from ..ids import MAX_KEY, format_id, parse_id
 from ..metrics import Metrics
-from ..rooms import CHANNEL_PATTERN, channel, history_key, room_key
+from ..rooms import CHANNEL_PATTERN, channel, history_key, publish_key, room_key
 from ..settings import Settings
-from .base import Broker, BrokerState, BrokerUnavailable, HistoryEntry, Window
+from .base import (
+    Broker,
+    BrokerState,
+    BrokerUnavailable,
+    HistoryEntry,
+    KeyReused,
+    Published,
+    Window,
+    fingerprint,
+)
 
 log = logging.getLogger("service.broker")
 
@@ -46,26 +55,68 @@ except ImportError:  # pragma: no cover - another redis-py layout
 # KEYS[1] history stream, KEYS[2] live channel; ARGV[1] MAXLEN, ARGV[2] TTL, ARGV[3..] logs.
 # XADD + PUBLISH (the payload carries the stream id) + EXPIRE, atomically: every log that is
 # live is also replayable, and channel order is id order.
+# With KEYS[3], an idempotency key: ARGV[3] is its TTL, ARGV[4] the logs' fingerprint, and the
+# logs start at ARGV[5]. A key seen before returns {"replayed", ids...} and stores nothing (or
+# the error IDEMPOTENCY_KEY_REUSED if the fingerprint differs); otherwise the key keeps
+# "<fingerprint> <id>,<id>..." for its TTL.
 PUBLISH_SCRIPT = """
+local first = 3
+if KEYS[3] then
+  first = 5
+  local prior = redis.call('GET', KEYS[3])
+  if prior then
+    local sep = string.find(prior, ' ', 1, true)
+    if string.sub(prior, 1, sep - 1) ~= ARGV[4] then
+      return redis.error_reply('IDEMPOTENCY_KEY_REUSED')
+    end
+    local ids = {'replayed'}
+    for id in string.gmatch(string.sub(prior, sep + 1), '[^,]+') do ids[#ids + 1] = id end
+    return ids
+  end
+end
 local ids = {}
-for i = 3, #ARGV do
+for i = first, #ARGV do
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'log', ARGV[i])
   redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[i], 2))
   ids[#ids + 1] = id
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+if KEYS[3] then
+  redis.call('SET', KEYS[3], ARGV[4] .. ' ' .. table.concat(ids, ','), 'EX', ARGV[3])
+end
 return ids
 """
+_REUSED = "IDEMPOTENCY_KEY_REUSED"
 
 
 async def store_and_publish(
-    script: AsyncScript, room: str, logs: Sequence[bytes], history_max: int, history_ttl: int
-) -> list[str]:
-    """Run the publish script for one room; the ids of the stored logs, in order."""
-    ids = await script(
-        keys=[history_key(room), channel(room)], args=[history_max, history_ttl, *logs]
-    )
-    return [i.decode("ascii") for i in ids]
+    script: AsyncScript,
+    room: str,
+    logs: Sequence[bytes],
+    history_max: int,
+    history_ttl: int,
+    *,
+    key: str | None = None,
+    key_ttl: int = 600,
+) -> Published:
+    """Run the publish script for one room; the ids of the stored logs, in order.
+
+    With `key`, at most once: see `Broker.publish_once`.
+    """
+    keys = [history_key(room), channel(room)]
+    args: list[Any] = [history_max, history_ttl]
+    if key is not None:
+        keys.append(publish_key(room, key))
+        args += [key_ttl, fingerprint(logs)]
+    try:
+        reply = await script(keys=keys, args=[*args, *logs])
+    except aioredis.ResponseError as exc:
+        if _REUSED in str(exc):
+            raise KeyReused(key) from None
+        raise
+    replayed = bool(reply) and reply[0] == b"replayed"
+    ids = [i.decode("ascii") for i in (reply[1:] if replayed else reply)]
+    return Published(ids, replayed)
 
 
 READ_TIMEOUT = 1.0  # seconds a pub/sub read waits: a real timeout, never a spinning poll
@@ -78,6 +129,7 @@ class RedisBroker(Broker):
         assert settings.redis_url is not None
         self._history_max = settings.history_max
         self._history_ttl = settings.history_ttl
+        self._key_ttl = settings.idempotency_ttl
         self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.05)
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             settings.redis_url,
@@ -207,8 +259,23 @@ class RedisBroker(Broker):
 
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
         try:
-            return await store_and_publish(
+            published = await store_and_publish(
                 self._script, room, logs, self._history_max, self._history_ttl
+            )
+        except RedisError as exc:
+            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+        return published.ids
+
+    async def publish_once(self, room: str, logs: Sequence[bytes], key: str) -> Published:
+        try:
+            return await store_and_publish(
+                self._script,
+                room,
+                logs,
+                self._history_max,
+                self._history_ttl,
+                key=key,
+                key_ttl=self._key_ttl,
             )
         except RedisError as exc:
             raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc

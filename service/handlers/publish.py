@@ -7,10 +7,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..broker import BrokerUnavailable
+from ..broker import Broker, BrokerUnavailable, KeyReused
 from ..errors import ApiError
 from ..ids import parse_id
 from ..logs import InvalidLog, normalize
+from ..rooms import is_valid_publish_key
 from ..state import STATE
 from .common import authorize, check_room, valid_room
 
@@ -27,6 +28,13 @@ async def publish_logs(request: web.Request) -> web.Response:
     room = valid_room(request)
     await authorize(request, state, room, publish=True)
     await check_room(state, room)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not is_valid_publish_key(key):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key is 1-128 characters of A-Z a-z 0-9 . _ : -",
+        )
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
@@ -51,11 +59,35 @@ async def publish_logs(request: web.Request) -> web.Response:
             )
         encoded.append(data)
     try:
-        ids = await state.broker.publish(room, encoded)
+        if key is None:
+            ids, replayed = await state.broker.publish(room, encoded), False
+        else:
+            ids, replayed = await _publish_once(state.broker, room, encoded, key)
     except BrokerUnavailable as exc:
         raise _unavailable(exc, "not stored") from None
+    if replayed:
+        # Stored by an earlier request with this key whose answer was lost: not stored again.
+        return web.json_response(
+            {"roomId": room, "ids": ids, "replayed": True},
+            status=202,
+            headers={"Idempotent-Replayed": "true"},
+        )
     state.metrics.published.inc(len(ids))
     return web.json_response({"roomId": room, "ids": ids}, status=202)
+
+
+async def _publish_once(
+    broker: Broker, room: str, encoded: list[bytes], key: str
+) -> tuple[list[str], bool]:
+    try:
+        published = await broker.publish_once(room, encoded, key)
+    except KeyReused:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for other logs; use a new key for a new publish",
+        ) from None
+    return published.ids, published.replayed
 
 
 async def history(request: web.Request) -> web.Response:
