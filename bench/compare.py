@@ -20,6 +20,11 @@ within a case, so noise from other processes spreads over all of them):
   both cores, so they share core 1 with the load generator and Redis (--workers-pin); the
   table shows each core's busy share, each worker's CPU and streams, and what was full.
 
+--stream-query agentType=bench opens roomlogs' streams (WORKERS=1 and 2) with that query
+string, so they take the hub's per-stream path (filter, queue, join per stream) instead of
+the shared room write; the peers have no filters and get the plain GET. Such cases are named
+`<case>-filtered` and issue 4's targets (defined on unfiltered streams) are not computed.
+
 It prints Markdown tables (with the ratios of issue 4's targets), writes every step to
 bench/results/compare-<UTC timestamp>.json and draws docs/bench-fanout.png. See bench/README.md.
 """
@@ -38,6 +43,7 @@ import secrets
 import sys
 import tempfile
 import time
+import urllib.parse
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +55,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from service.auth import mint_token
+from service.logs import LEVELS
 from service.rooms import channel
 
 from .fanout import (
@@ -117,6 +124,7 @@ class Case:
     per_room: int
     idle: bool = False
     workers: int = 1
+    query: str = ""  # roomlogs' stream query string (--stream-query); the peers ignore it
 
     @property
     def streams(self) -> int:
@@ -130,7 +138,8 @@ class Case:
             what = f"1 room x {self.per_room:,}"
         else:
             what = f"{self.rooms:,} rooms x {self.per_room:,}"
-        return what + (f", WORKERS={self.workers}" if self.workers > 1 else "")
+        what += f", WORKERS={self.workers}" if self.workers > 1 else ""
+        return what + (f", roomlogs streams ?{self.query}" if self.query else "")
 
 
 @dataclass
@@ -143,6 +152,7 @@ class Run:
     streams: int
     workers: int = 1
     pinning: str = ""
+    stream_query: str = ""  # the GET's query string ("": unfiltered, and every peer)
     worker_streams: list[int] = field(default_factory=list)
     connect_s: float = math.nan
     rss_before_kib: int = 0
@@ -464,13 +474,21 @@ def make_system(key: str, case: Case, args: argparse.Namespace, redis_url: str) 
         cores = workers_cores(args)
         cpus = None if cores is None else ",".join(map(str, cores))
         system = Roomlogs(
-            redis_url, args.workdir, cpus, case.streams, workers=case.workers, source=args.source
+            redis_url,
+            args.workdir,
+            cpus,
+            case.streams,
+            workers=case.workers,
+            source=args.source,
+            query=case.query,
         )
         if cores is not None and args.workers_pin == "split":
             system.worker_cpus = [{cores[i % len(cores)]} for i in range(case.workers)]
         return system
     if key == "roomlogs":
-        return Roomlogs(redis_url, args.workdir, cpus, case.streams, source=args.source)
+        return Roomlogs(
+            redis_url, args.workdir, cpus, case.streams, source=args.source, query=case.query
+        )
     return SYSTEMS[key](redis_url, args.workdir, cpus, case.streams)
 
 
@@ -553,6 +571,7 @@ async def run_case(
         streams=case.streams,
         workers=case.workers,
         pinning=pinning(args, case),
+        stream_query=system.query,
     )
     _log(f"\n== {case.title}: {system.label} (log {system.log_path})")
     busy = await wait_quiet(args, _log)
@@ -974,16 +993,16 @@ def workers_table(runs: Sequence[Run]) -> str | None:
 
 
 def markdown(runs: Sequence[Run], cases: Sequence[Case], args: argparse.Namespace) -> str:
-    key = f"1x{args.key_streams}"
-    parts = [
-        "### Summary",
-        "",
-        summary_table(runs, cases, key),
-        "",
-        "### Targets",
-        "",
-        targets_table(targets(runs, args)),
-    ]
+    key = case_name(f"1x{args.key_streams}", args)
+    parts = ["### Summary", "", summary_table(runs, cases, key), "", "### Targets", ""]
+    if args.stream_query:
+        parts.append(
+            f"Not computed: roomlogs' streams were opened with `?{args.stream_query}` (the "
+            "hub's per-stream path), the peers' without (they have no filters); issue 4's "
+            "targets are defined on unfiltered streams."
+        )
+    else:
+        parts.append(targets_table(targets(runs, args)))
     workers = workers_table(runs)
     if workers:
         parts += ["", "### WORKERS=2 against WORKERS=1", "", workers]
@@ -1007,7 +1026,7 @@ def write_json(path: Path, runs: Sequence[Run], args: argparse.Namespace) -> Non
         "command": " ".join([Path(sys.executable).name, "-m", "bench.compare", *sys.argv[1:]]),
         "config": config,
         "environment": {**environment(), "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)},
-        "targets": [asdict(t) for t in targets(runs, args)],
+        "targets": [] if args.stream_query else [asdict(t) for t in targets(runs, args)],
         "runs": [asdict(r) for r in runs],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1045,6 +1064,40 @@ def _cpus(raw: str) -> list[int]:
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError("expected core numbers such as 0,2")
     return values
+
+
+def _stream_query(raw: str) -> str:
+    """A query string for roomlogs' stream GET that filters (so the stream takes the hub's
+    per-stream path) yet passes every log the bench publishes (so the no-loss checks hold)."""
+    if raw in ("", "?"):
+        return ""  # no query: the plain GET (argparse also converts the default through here)
+    pairs = urllib.parse.parse_qsl(raw.removeprefix("?"), keep_blank_values=True)
+    sample = orjson.loads(LogFactory(0).batch(1)[0])
+    known = {"agentType", "level"}
+    if not pairs or any(k not in known for k, _ in pairs):
+        raise argparse.ArgumentTypeError("expected agentType=... and/or level=...")
+    for key, value in pairs:
+        if key == "agentType" and value != sample["agentType"]:
+            raise argparse.ArgumentTypeError(
+                f"the bench's logs all have agentType {sample['agentType']!r}: "
+                f"agentType={value} would drop every log"
+            )
+        if key == "level":
+            if value not in LEVELS or LEVELS.index(value) > LEVELS.index(sample["level"]):
+                raise argparse.ArgumentTypeError(
+                    f"the bench's logs all have level {sample['level']!r}: use level="
+                    f"{'/'.join(LEVELS[1 : LEVELS.index(sample['level']) + 1])}"
+                )
+            if value == LEVELS[0]:
+                raise argparse.ArgumentTypeError(
+                    f"level={value} filters nothing (the stream stays on the shared path)"
+                )
+    return urllib.parse.urlencode(pairs)
+
+
+def case_name(name: str, args: argparse.Namespace) -> str:
+    """`1x1000-filtered` when roomlogs' streams carry --stream-query."""
+    return f"{name}-filtered" if args.stream_query else name
 
 
 def _system_list(raw: str) -> list[str]:
@@ -1131,6 +1184,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="PNG path")
     p.add_argument("--no-chart", action="store_true", help="do not draw the chart")
     p.add_argument("--rev", default=None, help="run roomlogs from this git revision")
+    p.add_argument(
+        "--stream-query",
+        type=_stream_query,
+        default="",
+        help="query string for roomlogs' streams (WORKERS=1 and 2), e.g. agentType=bench: "
+        "filtered streams take the hub's per-stream path; the peers have no filters and get "
+        "the plain GET; cases are named <case>-filtered and issue 4's targets are skipped",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     if args.streams is None:
@@ -1150,6 +1211,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.workers_cases = [f"1x{n}" for n in args.workers_streams if n in args.streams]
     if args.workers_rooms and args.rooms:
         args.workers_cases.append(f"{args.rooms[0]}x{args.rooms[1]}")
+    args.workers_cases = [case_name(c, args) for c in args.workers_cases]
     if not args.workers2:
         args.workers_cases = []
     args.key_streams = 1000 if 1000 in args.streams else args.streams[len(args.streams) // 2]
@@ -1162,11 +1224,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def plan(args: argparse.Namespace) -> list[Case]:
-    cases = [Case(f"1x{n}", 1, n) for n in args.streams]
+    q = args.stream_query
+    cases = [Case(case_name(f"1x{n}", args), 1, n, query=q) for n in args.streams]
     if args.rooms:
-        cases.append(Case(f"{args.rooms[0]}x{args.rooms[1]}", *args.rooms))
+        name = case_name(f"{args.rooms[0]}x{args.rooms[1]}", args)
+        rooms, per_room = args.rooms
+        cases.append(Case(name, rooms, per_room, query=q))
     if args.idle:
-        cases.append(Case("idle", 1, args.idle, idle=True))
+        cases.append(Case(case_name("idle", args), 1, args.idle, idle=True, query=q))
     return cases
 
 
@@ -1206,7 +1271,9 @@ async def amain(args: argparse.Namespace) -> int:
                     note = None
                     if case.idle and key == "tutorial" and 2 * case.streams + 300 > args.nofile:
                         # Two descriptors per stream there: the client's and its Redis pub/sub.
-                        this = Case(case.name, 1, (args.nofile - 300) // 2, idle=True)
+                        this = Case(
+                            case.name, 1, (args.nofile - 300) // 2, idle=True, query=case.query
+                        )
                         note = (
                             f"{this.streams:,} idle streams, not {case.streams:,}: two file "
                             f"descriptors per stream and an open file limit of {args.nofile:,}"
@@ -1221,7 +1288,13 @@ async def amain(args: argparse.Namespace) -> int:
                     if key == "roomlogs" and case.name in args.workers_cases:
                         # Right after WORKERS=1 on the same N, from the same first rate (the
                         # same grid of offered rates until a step fails).
-                        two = Case(f"{case.name}-w2", case.rooms, case.per_room, workers=2)
+                        two = Case(
+                            f"{case.name}-w2",
+                            case.rooms,
+                            case.per_room,
+                            workers=2,
+                            query=case.query,
+                        )
                         runs.append(await run_case(args, redis, "roomlogs", two, start))
                         write_json(out, runs, args)
         except SetupError as exc:
@@ -1233,7 +1306,10 @@ async def amain(args: argparse.Namespace) -> int:
     write_json(out, runs, args)
     print(markdown(runs, cases, args))
     print(f"\nJSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    if not args.no_chart:
+    if args.stream_query and args.chart == DEFAULT_CHART and not args.no_chart:
+        # The committed chart is of unfiltered streams: a filtered run draws only on request.
+        _log(f"no chart: --stream-query given and no --chart PATH other than {DEFAULT_CHART}")
+    elif not args.no_chart:
         try:
             from .chart import draw
 

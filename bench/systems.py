@@ -97,6 +97,9 @@ class System:
     label = ""
     framing = LF_CONNECTED
     ready_path = "/"
+    # The query string of the stream GET (`agentType=bench`): only roomlogs takes one, the
+    # peers have no filters and are always asked without.
+    query = ""
 
     def __init__(self, redis_url: str, workdir: Path, cpus: str | None, streams: int) -> None:
         self.redis_url = redis_url
@@ -132,9 +135,11 @@ class System:
     # -- common -----------------------------------------------------------------------------
 
     def request(self, room: str, token: str) -> bytes:
-        """The same GET for every system (the token only matters to roomlogs)."""
+        """The same GET for every system (the token only matters to roomlogs), with
+        `?query` when the system has one."""
+        path = f"/api/v1/rooms/{room}/logs" + (f"?{self.query}" if self.query else "")
         return (
-            f"GET /api/v1/rooms/{room}/logs HTTP/1.1\r\n"
+            f"GET {path} HTTP/1.1\r\n"
             f"Host: {HOST}:{self.port}\r\n"
             f"Authorization: Bearer {token}\r\n"
             "Accept: text/event-stream\r\n"
@@ -242,10 +247,15 @@ class Roomlogs(System):
         *,
         workers: int = 1,
         source: Path = ROOT,
+        query: str = "",
     ) -> None:
         if workers > 1:
             self.key = f"roomlogs-w{workers}"
             self.label = f"roomlogs WORKERS={workers}"
+        if query:
+            # Filtered streams take the hub's per-stream path, not the shared room write.
+            self.label = f"{self.label}, ?{query}"
+            self.query = query
         super().__init__(redis_url, workdir, cpus, streams)
         self.workers = workers
         self.source = source
