@@ -532,6 +532,15 @@ def test_parse_id_rejects_ids_redis_would_refuse(text: str) -> None:
     assert parse_id(text) is None
 
 
+@given(st.one_of(st.text(max_size=50), st.from_regex(r"[0-9]{1,22}-[0-9]{1,22}", fullmatch=True)))
+def test_parse_id_agrees_with_the_shape_redis_accepts(text: str) -> None:
+    """`<ms>-<seq>`, ASCII digits, each part a 64-bit unsigned number (Redis' own rule)."""
+    m = re.fullmatch(r"([0-9]{1,20})-([0-9]{1,20})", text)
+    key = (int(m[1]), int(m[2])) if m else None
+    expected = key if key is not None and max(key) < 2**64 else None
+    assert parse_id(text) == expected
+
+
 def test_an_envelope_id_far_in_the_future_is_rejected_as_forged() -> None:
     future = f"{int(time.time() * 1000) + 2 * 3_600_000}-0"
     with pytest.raises(Rejected) as info:
