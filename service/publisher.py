@@ -33,7 +33,9 @@ class PublishError(Exception):
 
     def __init__(self, message: str, key: str | None = None) -> None:
         super().__init__(message)
-        self.key = key  # the Idempotency-Key to retry with, when the outcome is unknown
+        # The Idempotency-Key of the attempts when the outcome is unknown: the history (or a
+        # raw POST of the same body with this key) tells whether the logs were stored.
+        self.key = key
 
 
 def _refusal(status: int, body: bytes) -> str:
@@ -144,7 +146,7 @@ class Publisher:
             if attempt < self._attempts:
                 await asyncio.sleep(self._backoff.compute(attempt))
         raise PublishError(
-            f"not known to be stored after {self._attempts} attempts ({last}); a retry with "
-            f"Idempotency-Key {key} stores it at most once",
+            f"not known to be stored after {self._attempts} attempts with one "
+            f"Idempotency-Key ({last})",
             key,
         )

@@ -102,6 +102,8 @@ async def test_a_live_stream_holds_no_task_and_no_aiohttp_connection(room: str) 
             for _ in range(20):
                 stream = SSEStream(await http.get(url, headers=auth()))
                 assert (await stream.next()).event == "connected"
+                # It will end with a close: no load balancer may pool this connection.
+                assert stream.resp.headers["Connection"] == "close"
                 streams.append(stream)
 
             async def handed_off() -> bool:

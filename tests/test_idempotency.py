@@ -45,6 +45,22 @@ async def test_a_key_sent_again_returns_the_first_ids_and_stores_nothing(
     assert "replayed" not in await other.json()
 
 
+async def test_a_retry_of_logs_without_timestamp_is_the_same_publish(
+    make_client: MakeClient, broker_kind: str, room: str
+) -> None:
+    """The service fills in a missing `timestamp` anew each time; the key compares the request
+    as sent, so the retry is still recognised (the README's quick-tour body has none)."""
+    client = await make_client(redis=broker_kind == "redis")
+    log = {"agentType": "code", "level": "info", "message": "no timestamp", "metadata": {}}
+    headers = {**auth(), "Idempotency-Key": "no-ts-1"}
+    first = await client.post(LOGS.format(room), json=log, headers=headers)
+    again = await client.post(LOGS.format(room), json=log, headers=headers)
+    assert first.status == again.status == 202
+    assert (await again.json())["ids"] == (await first.json())["ids"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(await _history(client, room)) == 1
+
+
 async def test_a_key_reused_for_other_logs_is_refused_and_stores_nothing(
     make_client: MakeClient, broker_kind: str, room: str
 ) -> None:

@@ -40,13 +40,13 @@ class KeyReused(Exception):
     """An idempotency key sent again with other logs than the first time."""
 
 
-def fingerprint(logs: Sequence[bytes]) -> str:
-    """What an idempotent publish is compared by: the logs, as the service encoded them."""
-    digest = hashlib.sha256()
-    for data in logs:
-        digest.update(data)
-        digest.update(b"\n")  # one-line JSON: no log holds a newline
-    return digest.hexdigest()[:32]
+def fingerprint(body: bytes) -> str:
+    """What an idempotent publish is compared by: the request body as the client sent it.
+
+    Not the logs as the service stores them: a log without `timestamp` gets a new one on every
+    retry, and that retry is still the same publish.
+    """
+    return hashlib.sha256(body).hexdigest()[:32]
 
 
 class BrokerState(enum.Enum):
@@ -157,10 +157,13 @@ class Broker(abc.ABC):
         """Store and deliver each one-line JSON log atomically; returns their stream ids."""
 
     @abc.abstractmethod
-    async def publish_once(self, room: str, logs: Sequence[bytes], key: str) -> Published:
+    async def publish_once(
+        self, room: str, logs: Sequence[bytes], key: str, seen: str
+    ) -> Published:
         """`publish`, at most once per `key` (for `IDEMPOTENCY_TTL`): a retry of a publish
         whose answer was lost gets the first one's ids back instead of storing the logs again.
-        Raises `KeyReused` when the key was used for other logs."""
+        `seen` is the request's `fingerprint`; raises `KeyReused` when the key came with
+        another one."""
 
     @abc.abstractmethod
     async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:

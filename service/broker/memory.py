@@ -20,7 +20,6 @@ from .base import (
     KeyReused,
     Published,
     Window,
-    fingerprint,
 )
 
 
@@ -31,6 +30,11 @@ class _Room:
         self.entries: deque[tuple[StreamKey, str, bytes]] = deque(maxlen=size)
         self.expires_at = 0.0
         self.trimmed = False
+
+
+# Idempotency keys remembered at most (the oldest go first): one process's memory is the
+# store, and a publisher that sends a fresh key per call would otherwise grow it for the TTL.
+MAX_PUBLISH_KEYS = 100_000
 
 
 class MemoryBroker(Broker):
@@ -83,15 +87,16 @@ class MemoryBroker(Broker):
             self.deliver(channel(room).encode(), envelope(stream_id, data))
         return ids
 
-    async def publish_once(self, room: str, logs: Sequence[bytes], key: str) -> Published:
+    async def publish_once(
+        self, room: str, logs: Sequence[bytes], key: str, seen: str
+    ) -> Published:
         now = time.monotonic()
         keys = self._keys
         while keys:
             oldest = next(iter(keys))
-            if keys[oldest][0] > now:
+            if keys[oldest][0] > now and len(keys) < MAX_PUBLISH_KEYS:
                 break
-            del keys[oldest]
-        seen = fingerprint(logs)
+            del keys[oldest]  # expired, or the oldest of too many
         prior = keys.get((room, key))
         if prior is not None:
             if prior[1] != seen:

@@ -39,7 +39,6 @@ from .base import (
     KeyReused,
     Published,
     Window,
-    fingerprint,
 )
 
 log = logging.getLogger("service.broker")
@@ -98,6 +97,7 @@ async def store_and_publish(
     *,
     key: str | None = None,
     key_ttl: int = 600,
+    seen: str = "",
 ) -> Published:
     """Run the publish script for one room; the ids of the stored logs, in order.
 
@@ -107,7 +107,7 @@ async def store_and_publish(
     args: list[Any] = [history_max, history_ttl]
     if key is not None:
         keys.append(publish_key(room, key))
-        args += [key_ttl, fingerprint(logs)]
+        args += [key_ttl, seen]
     try:
         reply = await script(keys=keys, args=[*args, *logs])
     except aioredis.ResponseError as exc:
@@ -266,7 +266,9 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
         return published.ids
 
-    async def publish_once(self, room: str, logs: Sequence[bytes], key: str) -> Published:
+    async def publish_once(
+        self, room: str, logs: Sequence[bytes], key: str, seen: str
+    ) -> Published:
         try:
             return await store_and_publish(
                 self._script,
@@ -276,6 +278,7 @@ class RedisBroker(Broker):
                 self._history_ttl,
                 key=key,
                 key_ttl=self._key_ttl,
+                seen=seen,
             )
         except RedisError as exc:
             raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc

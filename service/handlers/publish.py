@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from ..broker import Broker, BrokerUnavailable, KeyReused
+from ..broker.base import fingerprint
 from ..errors import ApiError
 from ..ids import parse_id
 from ..logs import InvalidLog, normalize
@@ -35,8 +36,9 @@ async def publish_logs(request: web.Request) -> web.Response:
             "invalid_idempotency_key",
             "Idempotency-Key is 1-128 characters of A-Z a-z 0-9 . _ : -",
         )
+    raw = await request.read()
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "the body is not JSON") from None
     batch = body if isinstance(body, list) else [body]
@@ -62,7 +64,7 @@ async def publish_logs(request: web.Request) -> web.Response:
         if key is None:
             ids, replayed = await state.broker.publish(room, encoded), False
         else:
-            ids, replayed = await _publish_once(state.broker, room, encoded, key)
+            ids, replayed = await _publish_once(state.broker, room, encoded, key, raw)
     except BrokerUnavailable as exc:
         raise _unavailable(exc, "not stored") from None
     if replayed:
@@ -77,10 +79,10 @@ async def publish_logs(request: web.Request) -> web.Response:
 
 
 async def _publish_once(
-    broker: Broker, room: str, encoded: list[bytes], key: str
+    broker: Broker, room: str, encoded: list[bytes], key: str, raw: bytes
 ) -> tuple[list[str], bool]:
     try:
-        published = await broker.publish_once(room, encoded, key)
+        published = await broker.publish_once(room, encoded, key, fingerprint(raw))
     except KeyReused:
         raise ApiError(
             422,

@@ -125,6 +125,10 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
     state.metrics.connections.inc()
     state.metrics.rooms.set(state.hub.room_count)
     resp = LogStreamResponse(headers=_headers(request, state))
+    # A stream always ends with this side closing the connection; saying so up front keeps a
+    # load balancer from putting it back in its keep-alive pool and sending a request down it.
+    resp.force_close()
+    resp.headers["Connection"] = "close"  # aiohttp-sse sets keep-alive itself
     try:
         await resp.prepare(request)
         try:
@@ -139,6 +143,8 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
             _hand_off(request, resp, sub, transport)
         elif sub.close_reason in _SAY_WHY:  # drained or expired during the replay
             await resp.write(_unavailable_frame(sub.close_reason, _jittered(settings.retry_ms)))
+    except ConnectionError:
+        pass  # the client left during the replay (aiohttp's ClientConnectionResetError too)
     finally:
         if sub.direct is None:  # not handed off: this handler was the whole stream
             sub.close("client_gone")
@@ -156,8 +162,8 @@ def _hand_off(
     lives on as its transport plus the subscriber, written to by the hub.
     """
     handler = request.protocol
+    assert not resp.keep_alive  # `_stream` made it close: aiohttp's loop ends after it
     resp.handed_off = True  # aiohttp's write_eof must not end the body: the stream goes on
-    resp.force_close()  # no keep-alive: aiohttp's connection loop ends after this request
     sub.attach(transport, chunked=resp.chunked)
     handler.transport = None  # aiohttp can neither write to nor close the socket now
     task = request.task
