@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from service.broker.base import Published, fingerprint
+from service.broker.redis import PUBLISH_SCRIPT, store_and_publish
 from service.publisher import Publisher
 
 from .conftest import MakeClient, auth, token
-from .support import sample_log
+from .support import RedisServer, sample_log
 
 LOGS = "/api/v1/rooms/{}/logs"
 
@@ -122,3 +126,27 @@ async def test_the_http_publisher_retries_a_lost_answer_without_storing_twice(
     assert answers == [502, 202]
     history = await _history(client, room)
     assert [(log["id"], log["message"]) for log in history] == [(stored_id, "exactly once")]
+
+
+async def test_a_resend_of_the_same_call_counts_as_the_first_store(
+    redis_server: RedisServer, room: str
+) -> None:
+    """redis-py resends a command whose reply was lost (its `Retry`); the script tells that
+    resend (same call, same nonce) from another request with the same key."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    script = client.register_script(PUBLISH_SCRIPT)
+    logs = [orjson.dumps(sample_log(0))]
+    seen = fingerprint(b"body")
+
+    async def call(nonce: str) -> Published:
+        return await store_and_publish(
+            script, room, logs, 100, 60, key="k-1", key_ttl=60, seen=seen, nonce=nonce
+        )
+
+    try:
+        first, resent, other = await call("call-a"), await call("call-a"), await call("call-b")
+        assert (first.replayed, resent.replayed, other.replayed) == (False, False, True)
+        assert first.ids == resent.ids == other.ids
+        assert await client.xlen(f"room:{room}:history") == 1
+    finally:
+        await client.aclose()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,22 +55,25 @@ except ImportError:  # pragma: no cover - another redis-py layout
 # KEYS[1] history stream, KEYS[2] live channel; ARGV[1] MAXLEN, ARGV[2] TTL, ARGV[3..] logs.
 # XADD + PUBLISH (the payload carries the stream id) + EXPIRE, atomically: every log that is
 # live is also replayable, and channel order is id order.
-# With KEYS[3], an idempotency key: ARGV[3] is its TTL, ARGV[4] the logs' fingerprint, and the
-# logs start at ARGV[5]. A key seen before returns {"replayed", ids...} and stores nothing (or
-# the error IDEMPOTENCY_KEY_REUSED if the fingerprint differs); otherwise the key keeps
-# "<fingerprint> <id>,<id>..." for its TTL.
+# With KEYS[3], an idempotency key: ARGV[3] is its TTL, ARGV[4] the request's fingerprint,
+# ARGV[5] a nonce of this call, and the logs start at ARGV[6]. A key seen before stores nothing
+# and returns its ids, led by "replayed" unless the nonce is this call's (redis-py resending
+# the same call after a lost reply: the logs were stored by this very publish); a fingerprint
+# that differs is the error IDEMPOTENCY_KEY_REUSED. Otherwise the key keeps
+# "<fingerprint> <nonce> <id>,<id>..." for its TTL.
 PUBLISH_SCRIPT = """
 local first = 3
 if KEYS[3] then
-  first = 5
+  first = 6
   local prior = redis.call('GET', KEYS[3])
   if prior then
-    local sep = string.find(prior, ' ', 1, true)
-    if string.sub(prior, 1, sep - 1) ~= ARGV[4] then
+    local seen, nonce, stored = string.match(prior, '^(%S+) (%S+) (%S+)$')
+    if seen ~= ARGV[4] then
       return redis.error_reply('IDEMPOTENCY_KEY_REUSED')
     end
-    local ids = {'replayed'}
-    for id in string.gmatch(string.sub(prior, sep + 1), '[^,]+') do ids[#ids + 1] = id end
+    local ids = {}
+    if nonce ~= ARGV[5] then ids[1] = 'replayed' end
+    for id in string.gmatch(stored, '[^,]+') do ids[#ids + 1] = id end
     return ids
   end
 end
@@ -81,7 +85,8 @@ for i = first, #ARGV do
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if KEYS[3] then
-  redis.call('SET', KEYS[3], ARGV[4] .. ' ' .. table.concat(ids, ','), 'EX', ARGV[3])
+  local value = ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. table.concat(ids, ',')
+  redis.call('SET', KEYS[3], value, 'EX', ARGV[3])
 end
 return ids
 """
@@ -98,16 +103,18 @@ async def store_and_publish(
     key: str | None = None,
     key_ttl: int = 600,
     seen: str = "",
+    nonce: str | None = None,
 ) -> Published:
     """Run the publish script for one room; the ids of the stored logs, in order.
 
-    With `key`, at most once: see `Broker.publish_once`.
+    With `key`, at most once: see `Broker.publish_once`. The nonce (one per call, so the same
+    in redis-py's own resends of it) tells a resend of this call from another request.
     """
     keys = [history_key(room), channel(room)]
     args: list[Any] = [history_max, history_ttl]
     if key is not None:
         keys.append(publish_key(room, key))
-        args += [key_ttl, seen]
+        args += [key_ttl, seen, nonce or uuid.uuid4().hex]
     try:
         reply = await script(keys=keys, args=[*args, *logs])
     except aioredis.ResponseError as exc:
