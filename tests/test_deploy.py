@@ -141,12 +141,18 @@ class Nginx:
         return self.error_log.read_text()[-3000:] if self.error_log.exists() else ""
 
     def access_size(self) -> int:
-        return self.access_log.stat().st_size if self.access_log.exists() else 0
+        """Where the next line will start (the end of the last complete one)."""
+        if not self.access_log.exists():
+            return 0
+        return self.access_log.read_bytes().rfind(b"\n") + 1
 
     def access_entries(self, since: int = 0) -> list[dict[str, Any]]:
+        """The complete lines after `since`: nginx may be writing the last one right now."""
         with open(self.access_log, "rb") as f:
             f.seek(since)
-            return [orjson.loads(line) for line in f.read().splitlines() if line.strip()]
+            data = f.read()
+        data = data[: data.rfind(b"\n") + 1]
+        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
 
 
 # -- the deployment ---------------------------------------------------------------------------
