@@ -56,14 +56,9 @@ def envelope(stream_id: str, data: bytes) -> bytes:
     return _ENVELOPE + stream_id.encode("ascii") + b'",' + data[1:]
 
 
-def split_envelope(payload: bytes) -> tuple[str | None, bytes]:
-    """Strip the `"id"` the publish script put first; foreign payloads come back unchanged."""
-    stream_id, _, body = _split_envelope(payload)
-    return stream_id, body
-
-
-def _split_envelope(payload: bytes) -> tuple[str | None, StreamKey | None, bytes]:
-    """`split_envelope`, with the id's key: the id is parsed once per message."""
+def split_envelope(payload: bytes) -> tuple[str | None, StreamKey | None, bytes]:
+    """Strip the `"id"` the publish script put first: (id, its key, the log). Foreign payloads
+    come back unchanged, without id; the id is parsed here once per message."""
     if not payload.startswith(_ENVELOPE):
         return None, None, payload
     end = payload.find(b'",', len(_ENVELOPE), len(_ENVELOPE) + _MAX_ID_LEN + 2)
@@ -80,7 +75,7 @@ def decode(room: str, payload: bytes, max_bytes: int) -> Message:
     """Turn one channel payload into a `Message`, or raise `Rejected` with the reason."""
     if len(payload) > max_bytes:
         raise Rejected("too_large")
-    stream_id, key, body = _split_envelope(payload)
+    stream_id, key, body = split_envelope(payload)
     if key is not None and key[0] > time.time() * 1000 + MAX_CLOCK_SKEW_MS:
         # Ids come from Redis' clock; one far ahead is forged, and would make the hub's
         # per-room ordering drop every real log after it.

@@ -431,7 +431,7 @@ async def test_a_burst_is_delivered_whole_in_order_and_counted(
         f"1-{i}" for i in range(2000) if i % 97 not in (13, 50, 80)
     ]
     assert [orjson.loads(e.data) for e in events] == [
-        orjson.loads(split_envelope(g)[1]) for g in good
+        orjson.loads(split_envelope(g)[2]) for g in good
     ]
     for reason, count in bad.items():
         assert run.invalid(reason) == count

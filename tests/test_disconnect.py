@@ -55,20 +55,23 @@ async def test_disconnect_leaves_no_subscriber_and_no_task_on_a_production_serve
         await poll_until(settled)
 
 
+async def _serve(app: web.Application, *, handler_cancellation: bool) -> tuple[web.AppRunner, str]:
+    """`app` on a real runner and TCP site, as the server runs it; the runner and its URL."""
+    runner = web.AppRunner(app, handler_cancellation=handler_cancellation)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
 async def test_sweep_notices_a_client_gone_even_without_handler_cancellation(room: str) -> None:
     """The test server forces handler cancellation on; a real runner without it must not leak."""
     app = create_app(settings())
-    runner = web.AppRunner(app, handler_cancellation=False)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    runner, base = await _serve(app, handler_cancellation=False)
     hub = app[STATE].hub
     try:
         async with aiohttp.ClientSession() as http:
-            resp = await http.get(
-                f"http://127.0.0.1:{port}/api/v1/rooms/{room}/logs", headers=auth()
-            )
+            resp = await http.get(f"{base}/api/v1/rooms/{room}/logs", headers=auth())
             assert (await SSEStream(resp).next()).event == "connected"
             assert len(hub) == 1
             resp.close()
@@ -85,15 +88,11 @@ async def test_a_live_stream_holds_no_task_and_no_aiohttp_connection(room: str) 
     """After the hand-off a stream is its socket and its subscriber: aiohttp has let it go, no
     task waits for it, logs and the shutdown still reach it, and the body ends properly."""
     app = create_app(settings())
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    runner, base = await _serve(app, handler_cancellation=True)
     state = app[STATE]
     server = runner.server
     assert server is not None
-    url = f"http://127.0.0.1:{port}/api/v1/rooms/{room}/logs"
+    url = f"{base}/api/v1/rooms/{room}/logs"
     cleaned = False
     try:
         async with aiohttp.ClientSession() as http:

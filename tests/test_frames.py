@@ -407,7 +407,7 @@ def test_log_frame_without_id_has_no_id_line() -> None:
     ["1234567890123456789-12345678901234567890", "18446744073709551615-18446744073709551615"],
 )
 def test_envelope_split_handles_the_longest_stream_ids(stream_id: str) -> None:
-    got_id, body = split_envelope(envelope(stream_id, orjson.dumps(sample())))
+    got_id, _, body = split_envelope(envelope(stream_id, orjson.dumps(sample())))
     assert got_id == stream_id
     assert orjson.loads(body) == sample()
 
