@@ -55,8 +55,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from service.auth import mint_token
+from service.broker.keys import PLAIN
 from service.logs import LEVELS
-from service.rooms import channel
 
 from .fanout import (
     NOISY,
@@ -675,7 +675,7 @@ async def measure(
             run.latency_rate_logs = rate
             tap = None
             if system.uses_redis and case.rooms == 1:
-                tap = await RedisTap.open(redis.port, channel(rooms[0]), recorder)
+                tap = await RedisTap.open(redis.port, PLAIN.channel(rooms[0]), recorder)
             try:
                 step = await run_step(ctx, rate, args.latency_seconds, latency_all=True)
             finally:

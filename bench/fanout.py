@@ -53,8 +53,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.auth import mint_token
-from service.broker.redis import PUBLISH_SCRIPT
-from service.rooms import channel, history_key
+from service.broker.keys import PLAIN
+from service.broker.script import PUBLISH_SCRIPT
 from service.settings import Settings
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -587,7 +587,7 @@ class RedisPublisher:
     def __init__(self, redis_url: str, room: str) -> None:
         defaults = Settings()
         self.client = aioredis.Redis.from_url(redis_url, decode_responses=False, protocol=2)
-        self.keys = (history_key(room), channel(room))
+        self.keys = (PLAIN.history(room), PLAIN.channel(room))
         self.limits = (defaults.history_max, defaults.history_ttl)
         self.sha = ""
 
@@ -1113,7 +1113,7 @@ async def _measure(
             rate = min(args.latency_deliveries, args.latency_load * best.achieved) / n
             await wait_quiet(args, _log)
             tier.latency_rate_logs = rate
-            tap = await RedisTap.open(redis.port, channel(room), recorder)
+            tap = await RedisTap.open(redis.port, PLAIN.channel(room), recorder)
             try:
                 step = await run_step(ctx, rate, args.latency_seconds, latency_all=True)
             finally:

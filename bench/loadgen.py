@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import hiredis
 
-from service.broker.redis import PUBLISH_SCRIPT
-from service.rooms import channel, history_key
+from service.broker.keys import PLAIN
+from service.broker.script import PUBLISH_SCRIPT
 from service.settings import Settings
 
 from .fanout import HOST, MIN_TICK, POLL, LogFactory, Recorder, SetupError
@@ -358,7 +358,7 @@ class ScriptPublisher:
         # EVALSHA sha 2 history_key channel history_max history_ttl <log>: all but the log.
         self.heads = [
             b"*8\r\n"
-            + bulk(b"EVALSHA", sha, b"2", history_key(r).encode(), channel(r).encode())
+            + bulk(b"EVALSHA", sha, b"2", PLAIN.history(r).encode(), PLAIN.channel(r).encode())
             + bulk(*self.limits)
             for r in self.rooms
         ]

@@ -7,16 +7,17 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .auth import TokenVerifier, mint_token
-from .broker import create_broker
+from .broker import Broker, BrokerEvents, create_broker
 from .cors import cors_middleware
+from .delivery import Delivery
 from .errors import error_middleware
-from .frames import heartbeat_frame
+from .events import heartbeat_frame
 from .handlers import viewer
 from .handlers.probes import healthz, metrics_view, readyz
 from .handlers.publish import history, publish_logs
@@ -34,8 +35,15 @@ SWEEP_INTERVAL = 1.0  # seconds between checks for clients that left without a w
 ROOM_LOGS = "/api/v1/rooms/{roomId}/logs"
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
-    """Build the app; with no settings, read them from the environment (what `adev` does)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    make_broker: Callable[[Settings, BrokerEvents], Broker] = create_broker,
+) -> web.Application:
+    """Build the app; with no settings, read them from the environment (what `adev` does).
+
+    `make_broker` is the seam for a broker of the caller's (the tests' recording broker).
+    """
     settings = settings or Settings.from_env()
     metrics = Metrics()
 
@@ -43,11 +51,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
         metrics.slow_consumers.inc()
 
     hub = Hub(on_slow=on_slow)
+    delivery = Delivery(hub, metrics, settings.max_message_bytes)
+    broker = make_broker(settings, delivery)
+    delivery.connect(broker)
     dev_secret = secrets.token_urlsafe(32) if settings.ephemeral_secret else None
     state = AppState(
         settings=settings,
         hub=hub,
-        broker=create_broker(settings, hub, metrics),
+        broker=broker,
         verifier=TokenVerifier(settings, secret=dev_secret),
         metrics=metrics,
         dev_secret=dev_secret,

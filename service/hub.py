@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from .frames import Message
-from .ids import StreamKey
+from .message import Message
 from .subscriber import Subscriber
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,19 @@ log = logging.getLogger(__name__)
 SLOW_CONSUMER = "slow_consumer"
 
 
+class RoomListener(Protocol):
+    """Told when a room gains its first local stream and when it loses its last."""
+
+    def room_opened(self, room: str) -> None: ...
+
+    def room_closed(self, room: str) -> None: ...
+
+
 class Hub:
     def __init__(self, on_slow: Callable[[Subscriber], None] | None = None) -> None:
         # dict as an insertion-ordered set: iteration order is stable while dispatching.
         self._rooms: dict[str, dict[Subscriber, None]] = {}
-        # The newest stream id delivered per room; drops a message seen twice (live + catch-up).
-        self._last: dict[str, StreamKey] = {}
+        self.listener: RoomListener | None = None
         self._count = 0
         self._on_slow = on_slow
         # Messages of this loop turn per room, fanned out together by `flush`: the frames of a
@@ -55,11 +62,12 @@ class Hub:
     def subscribers(self, room: str) -> int:
         return len(self._rooms.get(room, ()))
 
-    def last_key(self, room: str) -> StreamKey | None:
-        return self._last.get(room)
-
     def add(self, sub: Subscriber) -> None:
-        subs = self._rooms.setdefault(sub.room, {})
+        subs = self._rooms.get(sub.room)
+        if subs is None:
+            subs = self._rooms[sub.room] = {}
+            if self.listener is not None:
+                self.listener.room_opened(sub.room)
         if sub not in subs:
             subs[sub] = None
             self._count += 1
@@ -72,7 +80,8 @@ class Hub:
         self._count -= 1
         if not subs:
             del self._rooms[sub.room]
-            self._last.pop(sub.room, None)
+            if self.listener is not None:
+                self.listener.room_closed(sub.room)
 
     def dispatch(self, msg: Message) -> int:
         """Accept `msg` for its room's subscribers; returns how many it is for.
@@ -84,12 +93,6 @@ class Hub:
         subs = self._rooms.get(room)
         if not subs:
             return 0
-        key = msg.key
-        if key is not None:
-            last = self._last.get(room)
-            if last is not None and key <= last:
-                return 0
-            self._last[room] = key
         pending = self._pending.get(room)
         if pending is None:
             self._pending[room] = [msg]

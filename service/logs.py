@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
-
-from .frames import utc_now_iso
 
 LEVELS: Final = ("debug", "info", "success", "warn", "error")
 MAX_AGENT_TYPE: Final = 128
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class InvalidLog(ValueError):

@@ -19,7 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 
-from .broker.redis import PUBLISH_SCRIPT, store_and_publish
+from .broker.script import PUBLISH_SCRIPT, store_and_publish
 from .logs import normalize
 from .rooms import is_valid_room_id
 

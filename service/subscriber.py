@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 from typing import Final, Protocol
 
-from .frames import Message
 from .ids import StreamKey
 from .logs import LEVELS
+from .message import Message
 
 LEVEL_RANK: Final = {name: rank for rank, name in enumerate(LEVELS)}
 # The end of a chunked body: what aiohttp's write_eof would have sent.

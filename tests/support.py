@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from service.message import Message, message_from_log
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -254,6 +256,23 @@ def sample_log(i: int, **extra: Any) -> dict[str, Any]:
         "metadata": {"step": i},
         **extra,
     }
+
+
+MS = 1_700_000_000_000
+
+
+def message(
+    room: str, seq: int | None, *, level: str = "info", agent: str = "story", ms: int = MS
+) -> Message:
+    """A decoded log of `room` with stream id `<ms>-<seq>` (no id when `seq` is None)."""
+    log: dict[str, Any] = {
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "agentType": agent,
+        "level": level,
+        "message": f"log {seq}",
+        "metadata": {},
+    }
+    return message_from_log(room, None if seq is None else f"{ms}-{seq}", log, None, None)
 
 
 class Follower:

@@ -1,6 +1,7 @@
 """Both brokers behind one interface, driven directly (memory, and a private redis-server).
 
-Built the way `service.app` builds them: `Hub`, `Metrics`, `create_broker(settings, hub, metrics)`.
+Built the way `service.app` builds them: `Hub`, `Metrics`, `Delivery`, `create_broker(settings,
+delivery)`.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.client import PubSub
 from redis.exceptions import ResponseError
 
-from service.broker import Broker, BrokerUnavailable, Window, create_broker
-from service.broker import redis as redis_broker
+from service.broker import Broker, BrokerUnavailable, Window, _batch_read, create_broker
 from service.broker.redis import RedisBroker
-from service.frames import envelope, split_envelope
+from service.broker.script import envelope, split_envelope
+from service.delivery import Delivery
 from service.hub import Hub
 from service.ids import parse_id
 from service.metrics import Metrics
+from service.sse import Event, parse
 from service.subscriber import Subscriber
 
 from .conftest import settings
 from .support import RedisServer, SinkTransport, sample_log
-from .test_frames import SSEEvent, parse_sse
 
 STREAM_ID = re.compile(r"[0-9]+-[0-9]+")
 
@@ -43,6 +44,7 @@ class Running:
     broker: Broker
     hub: Hub
     metrics: Metrics
+    delivery: Delivery
 
     def watch(self, room: str, limit: int = 10_000) -> Subscriber:
         """A live stream of `room` whose socket is an in-memory transport."""
@@ -69,13 +71,16 @@ async def start_broker() -> AsyncIterator[StartBroker]:
     async def start(**kw: Any) -> Running:
         metrics = Metrics()
         hub = Hub(on_slow=lambda sub: metrics.slow_consumers.inc())
-        broker = create_broker(settings(**kw), hub, metrics)
+        config = settings(**kw)
+        delivery = Delivery(hub, metrics, config.max_message_bytes)
+        broker = create_broker(config, delivery)
+        delivery.connect(broker)
         started.append(broker)
         await broker.start()
         async with asyncio.timeout(10):
             await broker.wait_live()  # Redis: the PSUBSCRIBE is confirmed
         assert broker.ready
-        return Running(broker, hub, metrics)
+        return Running(broker, hub, metrics, delivery)
 
     try:
         yield start
@@ -108,15 +113,15 @@ def written(sub: Subscriber) -> SinkTransport:
     return sink
 
 
-async def receive(sub: Subscriber, count: int, timeout: float = 10) -> list[SSEEvent]:
+async def receive(sub: Subscriber, count: int, timeout: float = 10) -> list[Event]:
     """The next `count` events the hub wrote to `sub`'s transport, as a browser would read them."""
     sink = written(sub)
-    events: list[SSEEvent] = []
+    events: list[Event] = []
     async with asyncio.timeout(timeout):
         while len(events) < count:
             data = await sink.next_write(timeout)
             assert sub.close_reason is None
-            events.extend(parse_sse(data))
+            events.extend(parse(data, errors="strict"))
     assert len(events) == count
     return events
 
@@ -146,7 +151,7 @@ async def test_publish_delivers_live_with_ids(start_kind: StartBroker, room: str
     ids = await run.broker.publish(room, data)
     events = await receive(sub, 5)
     assert [e.last_event_id for e in events] == ids
-    assert [e.type for e in events] == ["log"] * 5
+    assert [e.event for e in events] == ["log"] * 5
     assert [orjson.loads(e.data) for e in events] == [orjson.loads(d) for d in data]
     assert written(other).writes == []
 
@@ -419,7 +424,7 @@ async def test_a_burst_is_delivered_whole_in_order_and_counted(
     the same order, counts and skipped payloads as one at a time (`batched=False`: the path
     taken when redis-py's parser is not hiredis)."""
     if not batched:
-        monkeypatch.setattr(redis_broker, "_buffered_replies", lambda pubsub: None)
+        monkeypatch.setattr(_batch_read, "buffered_reader", lambda pubsub: None)
     reads = _count_reads(monkeypatch)
     run = await start_broker(redis_url=redis_server.url)
     sub = run.watch(room)
@@ -469,13 +474,22 @@ async def test_buffered_replies_stop_at_a_subscribe_confirmation_and_raise_error
     reader.feed(b"*3\r\n$10\r\npsubscribe\r\n$11\r\nroom:*:logs\r\n:1\r\n")
     reader.feed(pmessage(3))
     reader.feed(pmessage(4)[:-7])  # incomplete: the next socket read completes it
-    assert broker._deliver_buffered(reader) is True
+
+    def deliver_buffered(reader: hiredis.Reader) -> bool:
+        """What the reader does with a `take_buffered` batch: deliver it, even on an error."""
+        batch: list[tuple[bytes, bytes]] = []
+        try:
+            return _batch_read.take_buffered(reader, batch)
+        finally:
+            run.delivery.on_messages(batch)
+
+    assert deliver_buffered(reader) is True
     assert [e.last_event_id for e in await receive(sub, 2)] == ["1-1", "1-2"]
-    assert broker._deliver_buffered(reader) is False
+    assert deliver_buffered(reader) is False
     assert [e.last_event_id for e in await receive(sub, 1)] == ["1-3"]
     reader.feed(pmessage(4)[-7:] + b"-ERR something broke\r\n")
     with pytest.raises(ResponseError):
-        broker._deliver_buffered(reader)
+        deliver_buffered(reader)
     assert [e.last_event_id for e in await receive(sub, 1)] == ["1-4"]
     total = run.metrics.registry.get_sample_value("roomlogs_broker_messages_total")
     assert total == 4

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,24 +18,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from service.frames import (
-    Message,
-    Rejected,
-    decode,
-    envelope,
-    event_frame,
-    log_frame,
-    split_envelope,
-)
+from service.broker.keys import PLAIN, TAGGED, room_from_channel
+from service.broker.script import envelope, split_envelope
+from service.events import EventName, event_frame, log_frame
 from service.ids import format_id, parse_id
 from service.logs import LEVELS, normalize
-from service.rooms import (
-    channel,
-    history_key,
-    is_valid_room_id,
-    room_from_channel,
-    room_key,
-)
+from service.message import Message, Rejected, decode
+from service.rooms import is_valid_room_id
+from service.sse import Event, parse
 
 MAX = 65536
 TS = "2026-01-01T00:00:00.000Z"
@@ -53,53 +42,9 @@ def sample(**extra: Any) -> dict[str, Any]:
     }
 
 
-# -- a WHATWG-style EventSource parser ----------------------------------------------------
-# https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
-
-
-@dataclass
-class SSEEvent:
-    type: str
-    data: str
-    last_event_id: str
-    data_lines: int
-
-
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
-def parse_sse(stream: bytes) -> list[SSEEvent]:
-    """Events as a browser dispatches them (UTF-8, CR/LF/CRLF lines, one leading space)."""
-    text = stream.decode("utf-8")  # strict: a frame must be valid UTF-8
-    text = text.removeprefix("\ufeff")
-    # The part after the last line end is an incomplete line: discarded at end of stream.
-    lines = _LINE_END.split(text)[:-1]
-    events: list[SSEEvent] = []
-    event_type, data, data_lines = "", "", 0
-    last_id = id_buffer = ""
-    for line in lines:
-        if line == "":
-            last_id = id_buffer
-            if data_lines:
-                events.append(
-                    SSEEvent(event_type or "message", data.removesuffix("\n"), last_id, data_lines)
-                )
-            event_type, data, data_lines = "", "", 0
-            continue
-        if line.startswith(":"):
-            continue
-        name, colon, value = line.partition(":")
-        if colon:
-            value = value.removeprefix(" ")
-        if name == "event":
-            event_type = value
-        elif name == "data":
-            data += value + "\n"
-            data_lines += 1
-        elif name == "id" and "\x00" not in value:
-            id_buffer = value
-        # `retry` and unknown fields do not change the event.
-    return events
+def parse_sse(stream: bytes) -> list[Event]:
+    """Events as a browser dispatches them; strict UTF-8: a frame must be valid UTF-8."""
+    return parse(stream, errors="strict")
 
 
 def test_the_parser_follows_the_whatwg_rules() -> None:
@@ -111,9 +56,9 @@ def test_the_parser_follows_the_whatwg_rules() -> None:
     )
     events = parse_sse(stream)
     assert events == [
-        SSEEvent("a", "1\n2", "7-1", 2),
-        SSEEvent("message", "", "7-1", 1),
-        SSEEvent("b", "3", "7-1", 1),
+        Event("a", "1\n2", id="7-1", retry=10, last_event_id="7-1", data_lines=2),
+        Event("message", "", last_event_id="7-1", data_lines=1),
+        Event("b", "3", last_event_id="7-1", data_lines=1),
     ]
 
 
@@ -241,17 +186,17 @@ def test_log_content_cannot_forge_sse_fields() -> None:
     events = parse_sse(msg.frame)
     assert len(events) == 1
     [event] = events
-    assert event.type == "log"
+    assert event.event == "log"
     assert event.last_event_id == "1700000000000-1"
     assert event.data_lines == 1
     assert orjson.loads(event.data) == normalized
 
 
 def test_event_frames_are_single_data_lines() -> None:
-    frame = event_frame("gap", {"after": "1-0", "resumedFrom": "5\n\n-0"}, retry_ms=1500)
+    frame = event_frame(EventName.GAP, {"after": "1-0", "resumedFrom": "5\n\n-0"}, retry_ms=1500)
     [event] = parse_sse(frame)
     assert frame.startswith(b"retry: 1500\n")
-    assert event.type == "gap"
+    assert event.event == "gap"
     assert event.data_lines == 1
     assert orjson.loads(event.data) == {"after": "1-0", "resumedFrom": "5\n\n-0"}
 
@@ -344,7 +289,7 @@ def test_published_log_frame_parses_back_to_the_same_log_and_id(
     events = parse_sse(msg.frame)
     assert len(events) == 1
     [event] = events
-    assert event.type == "log"
+    assert event.event == "log"
     assert event.last_event_id == stream_id
     assert event.data_lines == 1
     assert orjson.loads(event.data) == normalized
@@ -368,7 +313,7 @@ def test_coalesced_frames_parse_back_to_every_log_in_order(
         expected.append((orjson.loads(data), stream_id))
     events = parse_sse(b"".join(frames))
     assert [orjson.loads(e.data) for e in events] == [log for log, _ in expected]
-    assert all(e.data_lines == 1 and e.type == "log" for e in events)
+    assert all(e.data_lines == 1 and e.event == "log" for e in events)
     for event, (_, stream_id) in zip(events, expected, strict=True):
         if stream_id is not None:
             assert event.last_event_id == stream_id
@@ -430,10 +375,10 @@ def test_envelope_split_handles_the_longest_stream_ids(stream_id: str) -> None:
 )
 def test_valid_room_ids(room: str) -> None:
     assert is_valid_room_id(room)
-    assert channel(room) == f"room:{room}:logs"
-    assert history_key(room) == f"room:{room}:history"
-    assert room_key(room) == f"room:{room}"
-    assert room_from_channel(channel(room).encode()) == room
+    assert PLAIN.channel(room) == f"room:{room}:logs"
+    assert PLAIN.history(room) == f"room:{room}:history"
+    assert PLAIN.room(room) == f"room:{room}"
+    assert room_from_channel(PLAIN.channel(room).encode()) == room
 
 
 @pytest.mark.parametrize(
@@ -459,9 +404,10 @@ def test_valid_room_ids(room: str) -> None:
 )
 def test_invalid_room_ids_never_become_keys(room: str) -> None:
     assert not is_valid_room_id(room)
-    for build in (channel, history_key, room_key):
-        with pytest.raises(ValueError, match="invalid room id"):
-            build(room)
+    for keys in (PLAIN, TAGGED):
+        for build in (keys.channel, keys.history, keys.room):
+            with pytest.raises(ValueError, match="invalid room id"):
+                build(room)
 
 
 @pytest.mark.parametrize(

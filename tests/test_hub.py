@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from service.frames import Message, message_from_log
+from service.delivery import Delivery
 from service.hub import SLOW_CONSUMER, Hub
+from service.metrics import Metrics
 from service.subscriber import Subscriber
 
-from .support import SinkTransport
-
-MS = 1_700_000_000_000
-TS = "2026-01-01T00:00:00.000Z"
-
-
-def message(
-    room: str, seq: int | None, *, level: str = "info", agent: str = "story", ms: int = MS
-) -> Message:
-    """A decoded log of `room` with stream id `<ms>-<seq>` (no id when `seq` is None)."""
-    log: dict[str, Any] = {
-        "timestamp": TS,
-        "agentType": agent,
-        "level": level,
-        "message": f"log {seq}",
-        "metadata": {},
-    }
-    return message_from_log(room, None if seq is None else f"{ms}-{seq}", log)
+from .support import MS, SinkTransport, message
 
 
 class ClientTransport(asyncio.Transport):
@@ -114,61 +97,6 @@ async def test_dispatch_counts_subscribers_including_one_closed_as_slow() -> Non
     hub.flush()  # slow closed on the second one, it was still offered it
     assert slow.close_reason == SLOW_CONSUMER
     assert hub.dispatch(message("a", 2)) == 1
-
-
-# -- dedup by stream key ------------------------------------------------------------------
-
-
-async def test_duplicate_and_older_keys_are_dropped() -> None:
-    hub = Hub()
-    sub = Subscriber("a", 100)
-    hub.add(sub)
-    live = [message("a", i) for i in range(3)]
-    for msg in live:
-        assert hub.dispatch(msg) == 1
-    assert hub.last_key("a") == (MS, 2)
-    # A catch-up after a reconnect reads history after an older id: overlaps are dropped.
-    catch_up = [message("a", i) for i in range(1, 5)]
-    assert [hub.dispatch(m) for m in catch_up] == [0, 0, 1, 1]
-    assert hub.dispatch(message("a", 0, ms=MS - 1)) == 0  # older millisecond
-    assert hub.last_key("a") == (MS, 4)
-    hub.flush()
-    assert sub.take() == b"".join(m.frame for m in live + catch_up[2:])
-
-
-async def test_dedup_is_per_room() -> None:
-    hub = Hub()
-    a, b = Subscriber("a", 10), Subscriber("b", 10)
-    hub.add(a)
-    hub.add(b)
-    assert hub.dispatch(message("a", 9)) == 1
-    assert hub.dispatch(message("b", 1)) == 1  # an older key than room a's newest
-    assert hub.last_key("a") == (MS, 9)
-    assert hub.last_key("b") == (MS, 1)
-    hub.flush()
-    assert b.queued == 1
-
-
-async def test_messages_without_an_id_are_never_deduplicated() -> None:
-    hub = Hub()
-    sub = Subscriber("a", 10)
-    hub.add(sub)
-    hub.dispatch(message("a", 5))
-    foreign = message("a", None)
-    assert hub.dispatch(foreign) == 1
-    assert hub.dispatch(foreign) == 1
-    assert hub.last_key("a") == (MS, 5)
-    hub.flush()
-    assert sub.queued == 3
-
-
-async def test_a_room_without_subscribers_records_no_key() -> None:
-    hub = Hub()
-    hub.dispatch(message("a", 7))
-    assert hub.last_key("a") is None
-    sub = Subscriber("a", 10)
-    hub.add(sub)
-    assert hub.dispatch(message("a", 3)) == 1
 
 
 # -- take() -------------------------------------------------------------------------------
@@ -324,6 +252,8 @@ def test_sweep_closes_subscribers_whose_transport_is_closing() -> None:
 
 async def test_add_and_remove_bookkeeping() -> None:
     hub = Hub()
+    delivery = Delivery(hub, Metrics(), 65536)
+    hub.listener = delivery
     a1, a2, b = Subscriber("a", 10), Subscriber("a", 10), Subscriber("b", 10)
     hub.add(a1)
     hub.add(a1)  # twice: counted once
@@ -335,14 +265,14 @@ async def test_add_and_remove_bookkeeping() -> None:
     assert hub.subscribers("a") == 2
     assert set(hub) == {a1, a2, b}
 
-    hub.dispatch(message("a", 4))
+    delivery.deliver(message("a", 4))
     hub.remove(a1)
-    assert hub.last_key("a") == (MS, 4)  # still has a subscriber
+    assert delivery.position("a") == (MS, 4)  # still has a subscriber
     hub.remove(a1)  # unknown now: a no-op
     hub.remove(Subscriber("zzz", 1))
     assert len(hub) == 2
     hub.remove(a2)
-    assert hub.last_key("a") is None  # the room emptied: its key is forgotten
+    assert delivery.position("a") is None  # the room emptied: its key is forgotten
     assert hub.room_count == 1
     assert hub.rooms() == ["b"]
     assert hub.subscribers("a") == 0

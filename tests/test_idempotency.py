@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from service.broker.base import Published, fingerprint
-from service.broker.redis import PUBLISH_SCRIPT, store_and_publish
+from service.broker.script import PUBLISH_SCRIPT, Published, store_and_publish
+from service.handlers.publish import fingerprint
 from service.publisher import Publisher
 
 from .conftest import MakeClient, auth, token

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from service.app import create_app
 from service.broker.memory import MemoryBroker
+from service.delivery import Delivery
 from service.hub import Hub
 from service.metrics import Metrics
 from service.settings import Settings
@@ -118,7 +119,7 @@ def test_memory_history_never_holds_more_than_history_max(
     history_max: int, batches: list[int]
 ) -> None:
     async def run() -> None:
-        broker = MemoryBroker(Settings(history_max=history_max), Hub(), Metrics())
+        broker = MemoryBroker(Settings(history_max=history_max), Delivery(Hub(), Metrics(), 65536))
         await broker.start()
         sent: list[str] = []
         for n in batches:

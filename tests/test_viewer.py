@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
+from service.broker.keys import PLAIN
 from service.publisher import Publisher
-from service.rooms import history_key
 
 from .conftest import StartService, auth, token
 from .support import RedisServer, ServiceProcess, debian_binary, free_port, sample_log
@@ -304,7 +304,7 @@ async def test_gap_after_reconnect_is_shown(
         during = await pub.emit_many(room, [sample_log(i) for i in range(2, 7)])
     client = aioredis.Redis.from_url(redis_server.url)
     try:  # history keeps only the last two: logs 2..4 are gone for good
-        await client.xtrim(history_key(room), maxlen=2, approximate=False)
+        await client.xtrim(PLAIN.history(room), maxlen=2, approximate=False)
     finally:
         await client.aclose()
 

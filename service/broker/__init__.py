@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from ..hub import Hub
-from ..metrics import Metrics
 from ..settings import Settings
-from .base import (
-    Broker,
-    BrokerState,
-    BrokerUnavailable,
-    HistoryEntry,
-    KeyReused,
-    Published,
-    Window,
-)
+from .base import Broker, BrokerEvents, BrokerState, BrokerUnavailable, HistoryEntry, Window
+from .script import KeyReused, Published
 
 __all__ = [
     "Broker",
+    "BrokerEvents",
     "BrokerState",
     "BrokerUnavailable",
     "HistoryEntry",
@@ -27,11 +19,11 @@ __all__ = [
 ]
 
 
-def create_broker(settings: Settings, hub: Hub, metrics: Metrics) -> Broker:
+def create_broker(settings: Settings, events: BrokerEvents) -> Broker:
     if settings.redis_url:
         from .redis import RedisBroker
 
-        return RedisBroker(settings, hub, metrics)
+        return RedisBroker(settings, events)
     from .memory import MemoryBroker
 
-    return MemoryBroker(settings, hub, metrics)
+    return MemoryBroker(settings, events)

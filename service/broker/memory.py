@@ -6,21 +6,17 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from ..frames import envelope
-from ..hub import Hub
 from ..ids import StreamKey, format_id, parse_id
-from ..metrics import Metrics
-from ..rooms import channel
 from ..settings import Settings
 from .base import (
     Broker,
+    BrokerEvents,
     BrokerState,
     BrokerUnavailable,
     HistoryEntry,
-    KeyReused,
-    Published,
     Window,
 )
+from .script import KeyReused, Published
 
 
 class _Room:
@@ -38,8 +34,8 @@ MAX_PUBLISH_KEYS = 100_000
 
 
 class MemoryBroker(Broker):
-    def __init__(self, settings: Settings, hub: Hub, metrics: Metrics) -> None:
-        super().__init__(hub, metrics, settings.max_message_bytes)
+    def __init__(self, settings: Settings, events: BrokerEvents) -> None:
+        super().__init__(events)
         self._size = settings.history_max
         self._ttl = settings.history_ttl
         self._rooms: dict[str, _Room] = {}
@@ -83,8 +79,7 @@ class MemoryBroker(Broker):
                 entry.trimmed = True
             entry.entries.append((key, stream_id, data))
             ids.append(stream_id)
-            # The same payload the Redis publish script puts on the channel.
-            self.deliver(channel(room).encode(), envelope(stream_id, data))
+            self.events.on_entry(room, stream_id, data)
         return ids
 
     async def publish_once(

@@ -20,10 +20,10 @@ from aiohttp_sse import EventSourceResponse
 from ..broker import BrokerUnavailable
 from ..cors import cors_headers
 from ..errors import ApiError
-from ..frames import event_frame, log_frame, utc_now_iso
+from ..events import connected_frame, gap_frame, log_frame, unavailable_frame
 from ..ids import parse_id
 from ..logconfig import request_id
-from ..logs import LEVELS
+from ..logs import LEVELS, utc_now_iso
 from ..state import STATE, AppState
 from ..subscriber import LAST_CHUNK, Subscriber
 from .common import authorize, check_room, valid_room
@@ -70,7 +70,7 @@ async def unavailable(request: web.Request, state: AppState, reason: str) -> web
         resp.force_close()
         resp.headers["Connection"] = "close"  # aiohttp-sse sets keep-alive itself
     await resp.prepare(request)
-    await resp.write(_unavailable_frame(reason, retry_ms))
+    await resp.write(unavailable_frame(reason, retry_ms))
     await resp.write_eof()
     return resp
 
@@ -135,14 +135,14 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
             head = await _replay(state, sub, last_id, history_n)
         except BrokerUnavailable:
             sub.close("broker_unavailable")
-            await resp.write(_unavailable_frame("broker_unavailable", settings.retry_ms))
+            await resp.write(unavailable_frame("broker_unavailable", settings.retry_ms))
             return resp
         await resp.write(head)
         transport = request.transport
         if sub.close_reason is None and transport is not None and not transport.is_closing():
             _hand_off(request, resp, sub, transport)
         elif sub.close_reason in _SAY_WHY:  # drained or expired during the replay
-            await resp.write(_unavailable_frame(sub.close_reason, _jittered(settings.retry_ms)))
+            await resp.write(unavailable_frame(sub.close_reason, _jittered(settings.retry_ms)))
     except ConnectionError:
         pass  # the client left during the replay (aiohttp's ClientConnectionResetError too)
     finally:
@@ -223,7 +223,7 @@ def _end_body(
         return
     if reason in _SAY_WHY:
         # Jittered, so the browsers of a draining instance come back spread out.
-        farewell = _unavailable_frame(reason, _jittered(retry_ms))
+        farewell = unavailable_frame(reason, _jittered(retry_ms))
         transport.write(
             b"%x\r\n%b\r\n" % (len(farewell), farewell) if sub.direct_chunked else farewell
         )
@@ -246,8 +246,7 @@ async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history
     elif history_n:
         entries = await broker.last(sub.room, history_n)
     parts = [
-        event_frame(
-            "connected",
+        connected_frame(
             {
                 "roomId": sub.room,
                 "timestamp": utc_now_iso(),
@@ -259,11 +258,7 @@ async def _replay(state: AppState, sub: Subscriber, last_id: str | None, history
         )
     ]
     if not recovered:
-        parts.append(
-            event_frame(
-                "gap", {"after": last_id, "resumedFrom": entries[0][0] if entries else None}
-            )
-        )
+        parts.append(gap_frame(last_id, entries[0][0] if entries else None))
     sent = 0
     for stream_id, data in entries:
         if sub.filtered:
@@ -284,10 +279,6 @@ def _headers(request: web.Request, state: AppState) -> dict[str, str]:
         **cors_headers(request, state.settings.cors_origins),
         "X-Request-Id": request_id(request),
     }
-
-
-def _unavailable_frame(reason: str, retry_ms: int) -> bytes:
-    return event_frame("unavailable", {"reason": reason, "retryMs": retry_ms}, retry_ms)
 
 
 def _jittered(base_ms: int) -> int:

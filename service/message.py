@@ -1,4 +1,4 @@
-"""Broker payload → `Message`, decoded once and encoded as an SSE frame once.
+"""Broker payload → `Message`, decoded once, its SSE frame encoded once.
 
 The same `frame` bytes go to every subscriber of the room (encode once, like centrifuge).
 `data` is always one line of JSON: JSON text from a publisher may be pretty-printed, so a
@@ -8,16 +8,16 @@ payload with a raw CR or LF is re-serialised, and no payload can forge SSE field
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 import orjson
 
+from .broker.script import split_envelope
+from .chunked import chunk
+from .events import log_frame
 from .ids import StreamKey, parse_id
+from .logs import utc_now_iso
 
-# The service's own publish script prefixes the log with its stream id: {"id":"<id>",...}.
-_ENVELOPE: Final = b'{"id":"'
-_MAX_ID_LEN: Final = 41
 MAX_CLOCK_SKEW_MS: Final = 3_600_000
 
 
@@ -47,38 +47,28 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def decode(
+    room: str,
+    payload: bytes,
+    max_bytes: int,
+    *,
+    stream_id: str | None = None,
+    key: StreamKey | None = None,
+) -> Message:
+    """Turn one payload into a `Message`, or raise `Rejected` with the reason.
 
-
-def envelope(stream_id: str, data: bytes) -> bytes:
-    """What the publish script sends: the log with its stream id put first (`data` is an object)."""
-    return _ENVELOPE + stream_id.encode("ascii") + b'",' + data[1:]
-
-
-def split_envelope(payload: bytes) -> tuple[str | None, StreamKey | None, bytes]:
-    """Strip the `"id"` the publish script put first: (id, its key, the log). Foreign payloads
-    come back unchanged, without id; the id is parsed here once per message."""
-    if not payload.startswith(_ENVELOPE):
-        return None, None, payload
-    end = payload.find(b'",', len(_ENVELOPE), len(_ENVELOPE) + _MAX_ID_LEN + 2)
-    if end < 0:
-        return None, None, payload
-    stream_id = payload[len(_ENVELOPE) : end].decode("ascii", "replace")
-    key = parse_id(stream_id)
-    if key is None:
-        return None, None, payload
-    return stream_id, key, b"{" + payload[end + 2 :]
-
-
-def decode(room: str, payload: bytes, max_bytes: int) -> Message:
-    """Turn one channel payload into a `Message`, or raise `Rejected` with the reason."""
+    A channel payload carries its id in the publish script's envelope; a stored log read
+    from history comes with `stream_id` (and its `key`) instead.
+    """
     if len(payload) > max_bytes:
         raise Rejected("too_large")
-    stream_id, key, body = split_envelope(payload)
+    if stream_id is None:
+        stream_id, key, body = split_envelope(payload)
+    else:
+        body = payload
     if key is not None and key[0] > time.time() * 1000 + MAX_CLOCK_SKEW_MS:
-        # Ids come from Redis' clock; one far ahead is forged, and would make the hub's
-        # per-room ordering drop every real log after it.
+        # Ids come from Redis' clock; one far ahead is forged, and would make the per-room
+        # ordering drop every real log after it.
         raise Rejected("bad_id")
     try:
         obj = orjson.loads(body)
@@ -93,8 +83,8 @@ def message_from_log(
     room: str,
     stream_id: str | None,
     log: dict[str, Any],
-    body: bytes | None = None,
-    key: StreamKey | None = None,
+    body: bytes | None,
+    key: StreamKey | None,
 ) -> Message:
     """Build the message of a decoded log; `body` is reused as `data` when it is already fit.
 
@@ -118,21 +108,5 @@ def message_from_log(
         level=level if type(level) is str else None,
         agent_type=agent if type(agent) is str else None,
         frame=frame,
-        chunk=b"%x\r\n%b\r\n" % (len(frame), frame),
+        chunk=chunk(frame),
     )
-
-
-def log_frame(stream_id: str | None, data: bytes) -> bytes:
-    if stream_id is None:
-        return b"event: log\ndata: " + data + b"\n\n"
-    return b"id: " + stream_id.encode("ascii") + b"\nevent: log\ndata: " + data + b"\n\n"
-
-
-def event_frame(event: str, payload: dict[str, Any], retry_ms: int | None = None) -> bytes:
-    """A control event (`connected`, `heartbeat`, `gap`, `unavailable`)."""
-    head = b"retry: %d\n" % retry_ms if retry_ms is not None else b""
-    return head + b"event: " + event.encode("ascii") + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
-def heartbeat_frame() -> bytes:
-    return event_frame("heartbeat", {"timestamp": utc_now_iso()})

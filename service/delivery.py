@@ -1,0 +1,128 @@
+"""Between the broker and the hub: what arrives is decoded, deduplicated, dispatched, counted;
+and the hub's room events become the broker's `subscribe` / `unsubscribe`.
+
+This is centrifuge's shape (`BrokerEventHandler`, `node.addSubscription`): the broker is told
+which rooms to listen to and knows nothing of streams, the hub knows nothing of Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Final
+
+from .broker import Broker, BrokerState
+from .broker.keys import room_from_channel
+from .hub import Hub
+from .ids import StreamKey, parse_id
+from .message import Message, Rejected, decode
+from .metrics import Metrics
+
+log = logging.getLogger("service.broker")
+
+# Channels whose room is remembered, at most (then forgotten all at once, and relearnt).
+_CHANNEL_CACHE: Final = 8192
+
+
+class Delivery:
+    def __init__(self, hub: Hub, metrics: Metrics, max_message_bytes: int) -> None:
+        self._hub = hub
+        self._metrics = metrics
+        self._max_bytes = max_message_bytes
+        self._broker: Broker | None = None
+        # Rooms with a local stream -> the newest id delivered to them. Drops a message seen
+        # twice (live + catch-up), and is where a catch-up resumes.
+        self._positions: dict[str, StreamKey | None] = {}
+        # Valid channel -> its room: parsing and checking the name costs more than the lookup.
+        self._channel_rooms: dict[bytes, str] = {}
+
+    def connect(self, broker: Broker) -> None:
+        """From now on the hub's room events subscribe and unsubscribe `broker`."""
+        self._broker = broker
+        self._hub.listener = self
+
+    # -- the hub's room events ------------------------------------------------------------
+
+    def room_opened(self, room: str) -> None:
+        self._positions[room] = None
+        if self._broker is not None:
+            self._broker.subscribe((room,))
+
+    def room_closed(self, room: str) -> None:
+        self._positions.pop(room, None)
+        if self._broker is not None:
+            self._broker.unsubscribe((room,))
+
+    # -- BrokerEvents ----------------------------------------------------------------------
+
+    def on_messages(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
+        self._metrics.broker_messages.inc(len(batch))  # once per batch: a call is ~1 µs
+        rooms = self._channel_rooms
+        positions = self._positions
+        for channel, payload in batch:
+            room = rooms.get(channel)
+            if room is None:
+                room = room_from_channel(channel)
+                if room is None:
+                    self._reject("bad_channel", channel, payload)
+                    continue
+                if len(rooms) >= _CHANNEL_CACHE:
+                    rooms.clear()
+                rooms[channel] = room
+            if room not in positions:
+                # Every instance (and worker) sees every room's logs; only those with a stream
+                # of the room decode it. A bad payload is counted where someone would receive it.
+                continue
+            try:
+                msg = decode(room, payload, self._max_bytes)
+            except Rejected as exc:
+                self._reject(exc.reason, channel, payload)
+                continue
+            self.deliver(msg)
+
+    def on_entry(self, room: str, stream_id: str, data: bytes) -> None:
+        self._metrics.broker_messages.inc()
+        if room not in self._positions:
+            return
+        key = parse_id(stream_id)
+        try:
+            msg = decode(room, data, self._max_bytes, stream_id=stream_id, key=key)
+        except Rejected as exc:
+            self._reject(exc.reason, room.encode(), data)
+            return
+        self.deliver(msg)
+
+    def position(self, room: str) -> StreamKey | None:
+        return self._positions.get(room)
+
+    def on_state(self, state: BrokerState, reason: str, *, recovered: bool = False) -> None:
+        self._metrics.broker_up.set(1 if state is BrokerState.LIVE else 0)
+        if recovered:
+            self._metrics.broker_reconnects.inc()
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def deliver(self, msg: Message) -> int:
+        """Hand `msg` to the hub unless its room already had it; how many streams it is for."""
+        key = msg.key
+        if key is not None:
+            last = self._positions.get(msg.room)
+            if last is not None and key <= last:
+                return 0
+            self._positions[msg.room] = key
+        count = self._hub.dispatch(msg)
+        if count and key is not None:
+            # Once per message, not per stream: most streams are written right here.
+            self._metrics.latency.observe(max(time.time() - key[0] / 1000, 0.0))
+        return count
+
+    def _reject(self, reason: str, channel: bytes, payload: bytes) -> None:
+        self._metrics.broker_invalid.labels(reason).inc()
+        log.warning(
+            "skipped broker message: reason=%s channel=%r size=%d head=%r",
+            reason,
+            channel[:140],
+            len(payload),
+            payload[:80],
+        )
