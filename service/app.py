@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -16,22 +13,22 @@ from .auth import TokenVerifier, mint_token
 from .broker import Broker, BrokerEvents, create_broker
 from .cors import cors_middleware
 from .delivery import Delivery
+from .endings import Ending, Endings
 from .errors import error_middleware
-from .events import heartbeat_frame
 from .handlers import viewer
+from .handlers.history import history
 from .handlers.probes import healthz, metrics_view, readyz
-from .handlers.publish import history, publish_logs
-from .handlers.stream import ENDINGS, StreamEndings, stream_logs
+from .handlers.publish import publish_logs
+from .handlers.stream import stream_logs
+from .housekeeping import housekeeping_ctx
 from .hub import Hub
-from .logconfig import request_id_middleware
 from .metrics import Metrics
+from .request_id import request_id_middleware
 from .settings import Settings
 from .state import STATE, AppState
-from .subscriber import Subscriber
 
 log = logging.getLogger("service")
 
-SWEEP_INTERVAL = 1.0  # seconds between checks for clients that left without a word
 ROOM_LOGS = "/api/v1/rooms/{roomId}/logs"
 
 
@@ -46,19 +43,16 @@ def create_app(
     """
     settings = settings or Settings.from_env()
     metrics = Metrics()
-
-    def on_slow(sub: Subscriber) -> None:
-        metrics.slow_consumers.inc()
-
-    hub = Hub(on_slow=on_slow)
+    hub = Hub()
     delivery = Delivery(hub, metrics, settings.max_message_bytes)
     broker = make_broker(settings, delivery)
-    delivery.connect(broker)
+    delivery.connect(broker)  # the hub's room events now subscribe and unsubscribe the broker
     dev_secret = secrets.token_urlsafe(32) if settings.ephemeral_secret else None
     state = AppState(
         settings=settings,
         hub=hub,
         broker=broker,
+        endings=Endings(hub, metrics, settings.retry_ms),
         verifier=TokenVerifier(settings, secret=dev_secret),
         metrics=metrics,
         dev_secret=dev_secret,
@@ -74,7 +68,6 @@ def create_app(
         client_max_size=max_body,
     )
     app[STATE] = state
-    app[ENDINGS] = StreamEndings(state)
     app.router.add_get(ROOM_LOGS, stream_logs, allow_head=False)
     app.router.add_post(ROOM_LOGS, publish_logs)
     app.router.add_get(ROOM_LOGS + "/history", history)
@@ -83,7 +76,7 @@ def create_app(
     app.router.add_get("/metrics", metrics_view)
     viewer.add_routes(app)
     app.cleanup_ctx.append(_broker_ctx)
-    app.cleanup_ctx.append(_housekeeping_ctx)
+    app.cleanup_ctx.append(housekeeping_ctx)
     app.on_startup.append(_announce)
     app.on_shutdown.append(_on_shutdown)
     return app
@@ -104,29 +97,6 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     await broker.start()
     yield
     await broker.close()
-
-
-async def _housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_housekeeping(app[STATE]), name="roomlogs-housekeeping")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _housekeeping(state: AppState) -> None:
-    """One timer for the whole process: heartbeats, token expiry and the client-gone sweep."""
-    loop = asyncio.get_running_loop()
-    interval = state.settings.heartbeat_interval
-    tick = min(SWEEP_INTERVAL, interval)
-    next_beat = loop.time() + interval
-    while True:
-        await asyncio.sleep(tick)
-        state.hub.sweep(time.time())
-        state.metrics.refresh(state.hub)
-        if loop.time() >= next_beat:
-            next_beat = loop.time() + interval
-            state.hub.control(heartbeat_frame())
 
 
 async def _announce(app: web.Application) -> None:
@@ -155,4 +125,4 @@ def print_dev_token(settings: Settings, secret: str) -> None:
 async def _on_shutdown(app: web.Application) -> None:
     state = app[STATE]
     state.draining = True
-    state.hub.close_all("shutdown")
+    state.hub.close_all(Ending.SHUTDOWN)

@@ -105,12 +105,16 @@ class Delivery:
 
     def deliver(self, msg: Message) -> int:
         """Hand `msg` to the hub unless its room already had it; how many streams it is for."""
+        positions = self._positions
+        room = msg.room
+        if room not in positions:
+            return 0  # no local stream (any more)
         key = msg.key
         if key is not None:
-            last = self._positions.get(msg.room)
+            last = positions[room]
             if last is not None and key <= last:
                 return 0
-            self._positions[msg.room] = key
+            positions[room] = key
         count = self._hub.dispatch(msg)
         if count and key is not None:
             # Once per message, not per stream: most streams are written right here.

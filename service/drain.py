@@ -13,6 +13,7 @@ import logging
 import math
 import random
 
+from .endings import Ending
 from .state import AppState
 
 log = logging.getLogger("service")
@@ -31,9 +32,8 @@ async def drain(state: AppState) -> None:
     log.info("draining %d streams in %d waves over %.1fs", len(subs), waves, budget)
     for wave in range(waves):
         for sub in subs[wave * size : (wave + 1) * size]:
-            state.hub.remove(sub)
-            sub.close("shutdown")
+            sub.close(Ending.SHUTDOWN)
         if wave < waves - 1 and budget > 0:
-            await asyncio.sleep(budget / waves)  # pacing between waves
+            await asyncio.sleep(budget / waves)
     # Streams that arrived meanwhile were refused, but close any that slipped in.
-    state.hub.close_all("shutdown")
+    state.hub.close_all(Ending.SHUTDOWN)

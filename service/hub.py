@@ -1,23 +1,22 @@
-"""In-process fan-out: room → subscribers. No I/O and no awaits, so it is easy to reason about.
+"""In-process fan-out: room → streams. No I/O and no awaits, so it is easy to reason about.
 
-Dispatch puts the message (encoded once) into each subscriber's bounded buffer; a subscriber
-that cannot take it is closed as a slow consumer right here, in one place, and nobody else
-waits for it.
+Dispatch collects a loop turn's messages per room; `flush` encodes a burst once per room and
+writes it alike to every idle stream, or queues it in each stream's bounded buffer. A stream
+that cannot take it is closed as a slow consumer right here, and nobody else waits for it.
+The hub tells its listener when a room gains its first stream and loses its last: that is
+what a broker subscribes and unsubscribes by.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
+from .chunked import chunk
+from .endings import Ending
 from .message import Message
 from .subscriber import Subscriber
-
-log = logging.getLogger(__name__)
-
-SLOW_CONSUMER = "slow_consumer"
 
 
 class RoomListener(Protocol):
@@ -29,28 +28,26 @@ class RoomListener(Protocol):
 
 
 class Hub:
-    def __init__(self, on_slow: Callable[[Subscriber], None] | None = None) -> None:
-        # dict as an insertion-ordered set: iteration order is stable while dispatching.
+    def __init__(self) -> None:
+        # dicts as insertion-ordered sets: iteration order is stable while dispatching.
         self._rooms: dict[str, dict[Subscriber, None]] = {}
+        self._subs: dict[Subscriber, None] = {}
         self.listener: RoomListener | None = None
-        self._count = 0
-        self._on_slow = on_slow
         # Messages of this loop turn per room, fanned out together by `flush`: the frames of a
         # burst are joined once per room, not once per stream, and each idle stream gets them
         # in one write; a lone message still goes out at the end of the turn it arrived in.
         self._pending: dict[str, list[Message]] = {}
-        # Subscribers with queued frames to flush (filters, replay merge, paused, heartbeats).
+        # Streams with queued frames to write (filters, replay merge, paused, heartbeats).
         self._dirty: list[Subscriber] = []
         self._flush_handle: asyncio.Handle | None = None
         # Kept: asyncio.get_running_loop() costs a getpid() system call per call on 3.11.
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._subs)
 
     def __iter__(self) -> Iterator[Subscriber]:
-        for subs in list(self._rooms.values()):
-            yield from list(subs)
+        return iter(list(self._subs))
 
     @property
     def room_count(self) -> int:
@@ -63,28 +60,39 @@ class Hub:
         return len(self._rooms.get(room, ()))
 
     def add(self, sub: Subscriber) -> None:
-        subs = self._rooms.get(sub.room)
-        if subs is None:
-            subs = self._rooms[sub.room] = {}
-            if self.listener is not None:
-                self.listener.room_opened(sub.room)
-        if sub not in subs:
+        if sub in self._subs:
+            return
+        self._subs[sub] = None
+        if sub.owner is None:
+            sub.owner = self  # without `Endings` (unit tests), an ending only leaves the hub
+        for room in sub.rooms:
+            subs = self._rooms.get(room)
+            if subs is None:
+                subs = self._rooms[room] = {}
+                if self.listener is not None:
+                    self.listener.room_opened(room)
             subs[sub] = None
-            self._count += 1
 
     def remove(self, sub: Subscriber) -> None:
-        subs = self._rooms.get(sub.room)
-        if subs is None or sub not in subs:
-            return
-        del subs[sub]
-        self._count -= 1
-        if not subs:
-            del self._rooms[sub.room]
-            if self.listener is not None:
-                self.listener.room_closed(sub.room)
+        if sub not in self._subs:
+            return  # not here (any more)
+        del self._subs[sub]
+        for room in sub.rooms:
+            subs = self._rooms.get(room)
+            if subs is None:
+                continue
+            subs.pop(sub, None)
+            if not subs:
+                del self._rooms[room]
+                if self.listener is not None:
+                    self.listener.room_closed(room)
+
+    def ended(self, sub: Subscriber) -> None:
+        """`Owner` for streams that have no other: the hub only forgets them."""
+        self.remove(sub)
 
     def dispatch(self, msg: Message) -> int:
-        """Accept `msg` for its room's subscribers; returns how many it is for.
+        """Accept `msg` for its room's streams; returns how many it is for.
 
         The fan-out itself happens in `flush`, at the end of this loop turn, with every other
         message of the room read in the same turn.
@@ -102,7 +110,7 @@ class Hub:
         return len(subs)
 
     def flush(self) -> None:
-        """Fan this turn's messages out, then write what subscribers queued."""
+        """Fan this turn's messages out, then write what streams queued."""
         self._flush_handle = None
         if self._pending:
             pending, self._pending = self._pending, {}
@@ -114,20 +122,19 @@ class Hub:
         if self._dirty:
             dirty, self._dirty = self._dirty, []
             for sub in dirty:
-                sub.flagged = False
+                sub.queued_for_flush = False
                 sub.flush()
 
     def _fan_out(self, subs: dict[Subscriber, None], msgs: list[Message]) -> None:
         if len(msgs) == 1:
-            frame, chunk = msgs[0].frame, msgs[0].chunk
+            frame, framed = msgs[0].frame, msgs[0].chunk
         else:
             frame = b"".join([m.frame for m in msgs])  # encoded once for the whole room
-            chunk = b"%x\r\n%b\r\n" % (len(frame), frame)
+            framed = chunk(frame)
         count = len(msgs)
         slow: list[Subscriber] | None = None
-        dirty = self._dirty
         for sub in subs:
-            if sub.write_shared(frame, chunk, count):
+            if sub.write_shared(frame, framed, count):
                 continue  # the common case: an idle, unfiltered, live stream
             for msg in msgs:
                 if not sub.offer(msg):
@@ -136,29 +143,22 @@ class Hub:
                     slow.append(sub)
                     break
             else:
-                if not sub.flagged and sub.direct is not None:
-                    sub.flagged = True
-                    dirty.append(sub)
+                self._mark(sub)
         if slow is not None:
             for sub in slow:
-                self.remove(sub)
-                sub.close(SLOW_CONSUMER)
-                log.warning("slow consumer closed: room=%s buffer=%d", sub.room, sub.limit)
-                if self._on_slow is not None:
-                    self._on_slow(sub)
+                sub.close(Ending.SLOW_CONSUMER)
 
     def control(self, frame: bytes) -> None:
-        """Send one shared control frame (the heartbeat) to every subscriber."""
-        for subs in self._rooms.values():
-            for sub in subs:
-                sub.control(frame)
-                self._mark(sub)
+        """Send one shared control frame (the heartbeat) to every stream."""
+        for sub in self._subs:
+            sub.control(frame)
+            self._mark(sub)
         if self._dirty:
             self._schedule_flush()
 
     def _mark(self, sub: Subscriber) -> None:
-        if sub.direct is not None and not sub.flagged:
-            sub.flagged = True
+        if sub.live is not None and not sub.queued_for_flush:
+            sub.queued_for_flush = True
             self._dirty.append(sub)
 
     def _schedule_flush(self) -> None:
@@ -169,35 +169,34 @@ class Hub:
             self._flush_handle = loop.call_soon(self.flush)
 
     def sweep(self, now: float | None = None) -> int:
-        """Close subscribers whose client has gone, or whose token expired at `now` (epoch s).
+        """Close streams whose client has gone, or whose token expired at `now` (epoch s).
 
         A live stream hears of its client leaving from its transport (`connection_lost`);
         this catches the rest (a handler still replaying, with `handler_cancellation=False`),
         and is the one timer behind every token expiry. Returns how many were closed.
         """
-        gone: list[tuple[Subscriber, str]] = []
-        for sub in self:
+        gone: list[tuple[Subscriber, Ending]] = []
+        for sub in self._subs:
             transport = sub.transport
             if transport is not None and transport.is_closing():
-                gone.append((sub, "client_gone"))
+                gone.append((sub, Ending.CLIENT_GONE))
             elif now is not None and sub.expires_at <= now:
-                gone.append((sub, "token_expired"))
-        for sub, reason in gone:
-            self.remove(sub)
-            sub.close(reason)
+                gone.append((sub, Ending.TOKEN_EXPIRED))
+        for sub, ending in gone:
+            sub.close(ending)
         return len(gone)
 
     def collect_sent(self) -> tuple[int, int]:
-        """Events and bytes written directly since the last call (summed, then reset)."""
+        """Events and bytes written to live streams since the last call (summed, then reset)."""
         events = size = 0
-        for subs in self._rooms.values():
-            for sub in subs:
-                events += sub.sent
-                size += sub.sent_bytes
-                sub.sent = sub.sent_bytes = 0
+        for sub in self._subs:
+            conn = sub.live
+            if conn is not None:
+                events += conn.sent
+                size += conn.sent_bytes
+                conn.sent = conn.sent_bytes = 0
         return events, size
 
-    def close_all(self, reason: str) -> None:
-        for sub in list(self):
-            self.remove(sub)
-            sub.close(reason)
+    def close_all(self, ending: Ending) -> None:
+        for sub in list(self._subs):
+            sub.close(ending)

@@ -5,41 +5,17 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler
 
+from .request_id import REQUEST_ID_KEY
 from .settings import Settings
 
 _TOKEN_IN_QUERY = re.compile(r"(?i)(access_token=)[^&#\s]*")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("request_id", str)
-
-
-def request_id(request: web.Request) -> str:
-    """The caller's X-Request-Id when it is sane (from the load balancer), else a new one."""
-    rid = request.get(REQUEST_ID_KEY)
-    if rid is None:
-        given = request.headers.get("X-Request-Id", "")
-        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        request[REQUEST_ID_KEY] = rid
-    return rid
-
-
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request_id(request)
-    resp = await handler(request)
-    if not resp.prepared:
-        resp.headers["X-Request-Id"] = rid
-    return resp
-
-
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({})))
 
 

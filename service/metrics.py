@@ -14,8 +14,6 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .hub import Hub
-
 
 class Metrics:
     def __init__(self) -> None:
@@ -85,10 +83,9 @@ class Metrics:
             registry=r,
         )
 
-    def refresh(self, hub: Hub) -> None:
-        """Bring scrape-time values up to date: tasks, and what direct writes sent."""
+    def refresh(self, events: int, size: int) -> None:
+        """Bring scrape-time values up to date: tasks, and what live streams were sent."""
         self.loop_tasks.set(loop_tasks())
-        events, size = hub.collect_sent()
         if events:
             self.events_sent.inc(events)
             self.bytes_sent.inc(size)

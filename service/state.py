@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from .auth import TokenVerifier
 from .broker import Broker
+from .endings import Endings
 from .hub import Hub
 from .metrics import Metrics
 from .settings import Settings
@@ -18,12 +19,12 @@ class AppState:
     settings: Settings
     hub: Hub
     broker: Broker
+    endings: Endings
     verifier: TokenVerifier
     metrics: Metrics
     # The ephemeral dev secret when no key is configured (None otherwise).
     dev_secret: str | None = None
     draining: bool = False
-    started: dict[str, float] = field(default_factory=dict)
 
 
 STATE: web.AppKey[AppState] = web.AppKey("roomlogs_state", AppState)

@@ -1,124 +1,101 @@
-"""One connection's side of the fan-out: a bounded queue, and, once live, the socket's protocol.
+"""One stream's side of the fan-out: its rooms, filter, bounded queue and replay positions.
 
-The hub only ever calls the non-blocking methods (`offer`, `control`, `flush`, `close`).
-Mercure's rule: a full buffer is never thinned, it ends the subscription ("slow consumer") and
-the client resumes by id from history.
-
-Once the stream handler has sent the head and the replay, it hands the socket over: the
-subscriber becomes the transport's protocol, aiohttp forgets the connection, and the handler
-returns. From then on a stream is this object and its transport, nothing else: no task, no
-request, no parser, no timer (a few KiB instead of ~17). Flow control is the transport's own:
-`pause_writing` stops direct writes, frames queue up to the bound, `resume_writing` flushes.
+The hub only ever calls the non-blocking methods (`write_shared`, `offer`, `control`,
+`flush`, `close`). Mercure's rule: a full buffer is never thinned, it ends the subscription
+("slow consumer") and the client resumes by id from history. The socket is not here: until
+the hand-off the handler writes through aiohttp; after it, `live` is the `Connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
+from .connection import Connection
+from .endings import Ending
+from .filters import StreamFilter
 from .ids import StreamKey
-from .logs import LEVELS
 from .message import Message
-
-LEVEL_RANK: Final = {name: rank for rank, name in enumerate(LEVELS)}
-# The end of a chunked body: what aiohttp's write_eof would have sent.
-LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 class Owner(Protocol):
-    """Who is told, once, that a subscription ended (the stream module: cleanup, metrics, log)."""
+    """Who is told, once, that a stream ended (`Endings` in the app, the bare hub in tests)."""
 
-    def closed(self, sub: Subscriber) -> None: ...
+    def ended(self, sub: Subscriber) -> None: ...
 
 
-class Subscriber(asyncio.Protocol):
+class Subscriber:
     __slots__ = (
         "_control",
         "_queue",
         "after",
-        "agent_type",
-        "close_reason",
-        "direct",
-        "direct_chunked",
+        "ending",
         "expires_at",
-        "flagged",
+        "filter",
         "limit",
-        "min_rank",
+        "live",
         "opened",
         "owner",
-        "paused",
+        "queued_for_flush",
         "request_id",
-        "room",
-        "sent",
-        "sent_bytes",
-        "taken",
+        "rooms",
         "transport",
     )
 
     def __init__(
         self,
-        room: str,
+        rooms: str | Sequence[str],
         limit: int,
         *,
-        min_level: str | None = None,
-        agent_type: str | None = None,
+        filter: StreamFilter | None = None,
         transport: asyncio.Transport | None = None,
         owner: Owner | None = None,
         expires_at: float = float("inf"),
         request_id: str = "",
         opened: float = 0.0,
     ) -> None:
-        self.room = room
+        self.rooms: tuple[str, ...] = (rooms,) if isinstance(rooms, str) else tuple(rooms)
         self.limit = limit
-        self.min_rank = LEVEL_RANK[min_level] if min_level else 0
-        self.agent_type = agent_type
+        self.filter = filter
+        # The request's socket, for the sweep to see a client gone during the replay.
         self.transport = transport
         self.owner = owner
         self.expires_at = expires_at  # wall-clock seconds; the housekeeping tick closes it after
         self.request_id = request_id
-        self.opened = opened  # loop time, for the close log line
-        # Live messages with a key at or below `after` were already sent by the replay.
-        self.after: StreamKey | None = None
-        self.close_reason: str | None = None
-        # Set by the hand-off: the hub writes frames straight to this transport.
-        self.direct: asyncio.Transport | None = None
-        self.direct_chunked = True
-        self.paused = False  # the transport's buffer is over its high-water mark
-        self.sent = 0
-        self.sent_bytes = 0
-        self.taken = 0  # frames in the last take()
-        self.flagged = False  # in the hub's list of subscribers to flush
+        self.opened = opened  # time.monotonic(), for the close log line
+        # Per room, the newest id the replay sent: live messages at or below it are skipped.
+        self.after: dict[str, StreamKey] | None = None
+        self.ending: Ending | None = None
+        self.live: Connection | None = None
+        self.queued_for_flush = False  # in the hub's list of subscribers to flush
         # A list, not a deque: it is always drained whole, and an empty list is 56 bytes.
         self._queue: list[Message] = []
         self._control: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"<Subscriber room={self.room!r} queued={len(self._queue)}>"
+        return f"<Subscriber rooms={self.rooms!r} queued={len(self._queue)}>"
 
     @property
-    def closed(self) -> bool:
-        return self.close_reason is not None
+    def room(self) -> str:
+        """The stream's rooms as one name, for log lines."""
+        return ",".join(self.rooms)
 
     @property
-    def filtered(self) -> bool:
-        return bool(self.min_rank) or self.agent_type is not None
+    def queued(self) -> int:
+        return len(self._queue)
 
-    def wants(self, level: object, agent_type: object) -> bool:
-        """The `level=` and `agentType=` filters, for a live message or a replayed log."""
-        if self.agent_type is not None and agent_type != self.agent_type:
-            return False
-        if self.min_rank:
-            rank = LEVEL_RANK.get(level, len(LEVELS)) if isinstance(level, str) else len(LEVELS)
-            return rank >= self.min_rank
-        return True
+    def replayed(self, room: str, key: StreamKey) -> None:
+        """The replay sent `room` up to `key`: the live side resumes after it."""
+        if self.after is None:
+            self.after = {}
+        self.after[room] = key
 
     def offer(self, msg: Message) -> bool:
         """Queue `msg` without blocking; False means the buffer is full (a slow consumer)."""
-        if self.close_reason is not None:
+        if self.ending is not None:
             return True
-        if (self.min_rank or self.agent_type is not None) and not self.wants(
-            msg.level, msg.agent_type
-        ):
+        if self.filter is not None and not self.filter.wants(msg.level, msg.agent_type):
             return True
         if len(self._queue) >= self.limit:
             return False
@@ -128,22 +105,23 @@ class Subscriber(asyncio.Protocol):
     def write_shared(self, frame: bytes, chunk: bytes, count: int) -> bool:
         """Write the frames every idle, unfiltered stream of the room gets alike; False means
         this one needs its queue (filters, replay merge, a heartbeat, a paused transport)."""
-        direct = self.direct
+        conn = self.live
         if (
-            direct is None
-            or self.paused
+            conn is None
+            or conn.paused
             or self._queue
             or self._control is not None
             or self.after is not None
-            or self.min_rank
-            or self.agent_type is not None
-            or direct.is_closing()
+            or self.filter is not None
         ):
             return False
-        data = chunk if self.direct_chunked else frame
-        direct.write(data)
-        self.sent += count
-        self.sent_bytes += len(data)
+        transport = conn.transport
+        if transport.is_closing():
+            return False
+        data = chunk if conn.chunked else frame
+        transport.write(data)
+        conn.sent += count
+        conn.sent_bytes += len(data)
         return True
 
     def flush(self) -> None:
@@ -152,62 +130,42 @@ class Subscriber(asyncio.Protocol):
         A paused transport keeps frames in the bounded queue; `resume_writing` flushes them,
         and a client that does not read fills the queue and is closed as a slow consumer.
         """
-        direct = self.direct
-        if direct is None or self.paused or direct.is_closing():
+        conn = self.live
+        if conn is None or conn.paused or conn.transport.is_closing():
             return
         queue = self._queue
         if len(queue) == 1 and self._control is None and self.after is None:
             msg = queue.pop()  # the common case: one log, written with its pre-made chunk
-            data = msg.chunk if self.direct_chunked else msg.frame
-            count = 1
-        else:
-            body = self.take()
-            if not body:
-                return
-            data = b"%x\r\n%b\r\n" % (len(body), body) if self.direct_chunked else body
-            count = self.taken
-        direct.write(data)
-        self.sent += count
-        self.sent_bytes += len(data)
+            data = msg.chunk if conn.chunked else msg.frame
+            conn.transport.write(data)
+            conn.sent += 1
+            conn.sent_bytes += len(data)
+            return
+        body, count = self.take()
+        if body:
+            conn.write(body, count)
 
     def control(self, frame: bytes) -> None:
         """A heartbeat-like frame: outside the bound, the newest replaces an unsent one."""
         self._control = frame
 
-    def close(self, reason: str) -> None:
-        """End the subscription once; the owner does the rest (socket, metrics, log)."""
-        if self.close_reason is None:
-            self.close_reason = reason
+    def close(self, ending: Ending) -> None:
+        """End the stream, once, for this reason; the owner does the rest (see endings.py)."""
+        if self.ending is None:
+            self.ending = ending
             if self.owner is not None:
-                self.owner.closed(self)
+                self.owner.ended(self)
 
-    # -- the hand-off: the live stream is the transport's protocol -------------------------
-
-    def attach(self, transport: asyncio.Transport, *, chunked: bool) -> None:
-        """Become `transport`'s protocol and write what queued up during the replay."""
-        self.transport = self.direct = transport
-        self.direct_chunked = chunked
-        transport.set_protocol(self)
+    def attach(self, transport: asyncio.Transport, *, chunked: bool) -> Connection:
+        """The hand-off: become live on `transport` and write what queued during the replay."""
+        conn = self.live = Connection(transport, self, chunked=chunked)
+        self.transport = transport
+        transport.set_protocol(conn)
         self.flush()
+        return conn
 
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self.flush()
-
-    def data_received(self, data: bytes) -> None:
-        """An SSE client has nothing more to say; whatever it sends is ignored."""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.direct = None
-        self.close("client_gone")
-
-    # -- what the hub writes --------------------------------------------------------------
-
-    def take(self) -> bytes:
-        """Everything queued, as one coalesced write (control frame first)."""
+    def take(self) -> tuple[bytes, int]:
+        """Everything queued, as one coalesced write (control frame first), and its events."""
         parts: list[bytes] = []
         if self._control is not None:
             parts.append(self._control)
@@ -216,15 +174,14 @@ class Subscriber(asyncio.Protocol):
         after = self.after
         for msg in queue:
             if after is not None and msg.key is not None:
-                if msg.key <= after:
-                    continue
-                # Keys arrive in order: once one is past the replay, all later ones are.
-                self.after = after = None
+                seen = after.get(msg.room)
+                if seen is not None:
+                    if msg.key <= seen:
+                        continue
+                    # Keys arrive in order: once one is past the replay, all later ones are.
+                    del after[msg.room]
+                    if not after:
+                        self.after = after = None
             parts.append(msg.frame)
         queue.clear()  # frees the list's array too: an idle stream holds no capacity
-        self.taken = len(parts)
-        return b"".join(parts)
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
+        return b"".join(parts), len(parts)

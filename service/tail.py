@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from typing import Any, TextIO
 
 import aiohttp
 import orjson
+
+from .events import EventName
+from .sse import iter_events
 
 _COLOURS = {
     "debug": "\033[2m",
@@ -29,25 +31,6 @@ def format_log(log: dict[str, Any], colour: bool) -> str:
     if colour and level in _COLOURS:
         return f"{_COLOURS[level]}{line}{_RESET}"
     return line
-
-
-async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str | None, str]]:
-    """(event, id, data) for each complete event; a half-received event at the end is dropped."""
-    event: str = "message"
-    ident: str | None = None
-    data: list[str] = []
-    while line := await resp.content.readline():
-        text = line.decode("utf-8").rstrip("\r\n")
-        if not text:
-            if data:
-                yield event, ident, "\n".join(data)
-            event, ident, data = "message", None, []
-        elif text.startswith("event:"):
-            event = text[6:].strip()
-        elif text.startswith("id:"):
-            ident = text[3:].strip()
-        elif text.startswith("data:"):
-            data.append(text[5:].removeprefix(" "))
 
 
 async def tail(
@@ -78,17 +61,17 @@ async def tail(
                         body = await resp.text()
                         print(f"roomlogs tail: {resp.status} {body}", file=sys.stderr)
                         return 1
-                    async for event, ident, data in sse_events(resp):
-                        if event == "log":
-                            print(format_log(orjson.loads(data), colour), file=out, flush=True)
-                            last_id = ident or last_id
+                    async for ev in iter_events(resp.content):
+                        if ev.event == EventName.LOG:
+                            print(format_log(ev.json(), colour), file=out, flush=True)
+                            last_id = ev.id or last_id
                             seen += 1
                             if max_logs is not None and seen >= max_logs:
                                 return 0
-                        elif event == "gap":
-                            print(f"-- gap: some logs are no longer held ({data})", file=out)
-                        elif event == "unavailable":
-                            delay = orjson.loads(data).get("retryMs", 3000) / 1000
+                        elif ev.event == EventName.GAP:
+                            print(f"-- gap: some logs are no longer held ({ev.data})", file=out)
+                        elif ev.event == EventName.UNAVAILABLE:
+                            delay = ev.json().get("retryMs", 3000) / 1000
             except aiohttp.ClientError as exc:
                 print(f"-- disconnected ({exc}); reconnecting", file=sys.stderr)
             await asyncio.sleep(delay)

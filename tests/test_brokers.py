@@ -70,7 +70,7 @@ async def start_broker() -> AsyncIterator[StartBroker]:
 
     async def start(**kw: Any) -> Running:
         metrics = Metrics()
-        hub = Hub(on_slow=lambda sub: metrics.slow_consumers.inc())
+        hub = Hub()
         config = settings(**kw)
         delivery = Delivery(hub, metrics, config.max_message_bytes)
         broker = create_broker(config, delivery)
@@ -120,7 +120,7 @@ async def receive(sub: Subscriber, count: int, timeout: float = 10) -> list[Even
     async with asyncio.timeout(timeout):
         while len(events) < count:
             data = await sink.next_write(timeout)
-            assert sub.close_reason is None
+            assert sub.ending is None
             events.extend(parse(data, errors="strict"))
     assert len(events) == count
     return events

@@ -6,9 +6,11 @@ import asyncio
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from service.app import create_app
+from service.handlers import _handoff
 from service.state import STATE
 
 from .conftest import StartService, auth, settings
@@ -126,6 +128,49 @@ async def test_a_live_stream_holds_no_task_and_no_aiohttp_connection(room: str) 
                 )
                 async with asyncio.timeout(5):
                     assert await stream.resp.content.read() == b""  # a clean end of body
+            assert len(state.hub) == 0
+    finally:
+        if not cleaned:
+            await runner.cleanup()
+
+
+async def test_without_the_hand_off_a_stream_is_parked_and_still_served_and_ended(
+    room: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path an aiohttp without the hand-off's private names takes: the handler stays,
+    the stream gets its logs and its farewell, and a client that leaves ends it."""
+    monkeypatch.setattr(_handoff, "can_detach", lambda request: False)
+    app = create_app(settings())
+    runner, base = await _serve(app, handler_cancellation=True)
+    state = app[STATE]
+    server = runner.server
+    assert server is not None
+    url = f"{base}/api/v1/rooms/{room}/logs"
+    cleaned = False
+    try:
+        async with aiohttp.ClientSession() as http:
+            leaving = SSEStream(await http.get(url, headers=auth()))
+            staying = SSEStream(await http.get(url, headers=auth()))
+            for stream in (leaving, staying):
+                assert (await stream.next()).event == "connected"
+            assert len(server.connections) == 2  # parked: aiohttp still holds them
+            r = await http.post(url, json=sample_log(1), headers=auth())
+            assert r.status == 202
+            for stream in (leaving, staying):
+                assert (await stream.next()).json()["message"] == "log 1"
+            held = len(server.connections)  # the two streams, and the POST's kept-alive one
+            leaving.resp.close()
+
+            async def one_left() -> bool:
+                return len(state.hub) == 1 and len(server.connections) == held - 1
+
+            await poll_until(one_left)
+            await runner.cleanup()
+            cleaned = True
+            event = await staying.next()
+            assert (event.event, event.json()["reason"]) == ("unavailable", "shutdown")
+            async with asyncio.timeout(5):
+                assert await staying.resp.content.read() == b""
             assert len(state.hub) == 0
     finally:
         if not cleaned:

@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from service.delivery import Delivery
-from service.hub import SLOW_CONSUMER, Hub
+from service.endings import Ending, Endings
+from service.filters import StreamFilter
+from service.hub import Hub
 from service.metrics import Metrics
 from service.subscriber import Subscriber
 
@@ -36,10 +38,10 @@ async def test_dispatch_reaches_only_the_rooms_subscribers() -> None:
     msg = message("a", 0)
     assert hub.dispatch(msg) == 2
     hub.flush()  # the fan-out happens at the end of the loop turn
-    assert a1.take() == msg.frame
-    assert a2.take() == msg.frame
+    assert a1.take()[0] == msg.frame
+    assert a2.take()[0] == msg.frame
     assert b.queued == 0
-    assert b.take() == b""
+    assert b.take()[0] == b""
     assert hub.dispatch(message("nobody-here", 0)) == 0
 
 
@@ -51,19 +53,14 @@ async def test_dispatch_keeps_order() -> None:
     for msg in msgs:
         hub.dispatch(msg)
     hub.flush()
-    assert sub.take() == b"".join(m.frame for m in msgs)
+    assert sub.take()[0] == b"".join(m.frame for m in msgs)
 
 
 async def test_full_buffer_closes_only_that_subscriber_as_slow_consumer() -> None:
-    seen: list[tuple[Subscriber, int, str | None]] = []
-    hub: Hub
-
-    def on_slow(sub: Subscriber) -> None:
-        seen.append((sub, hub.subscribers("a"), sub.close_reason))
-
-    hub = Hub(on_slow=on_slow)
-    slow = Subscriber("a", 3)
-    fast1, fast2 = Subscriber("a", 1000), Subscriber("a", 1000)
+    hub = Hub()
+    endings = Recorded(hub)
+    slow = Subscriber("a", 3, owner=endings)
+    fast1, fast2 = Subscriber("a", 1000, owner=endings), Subscriber("a", 1000, owner=endings)
     for sub in (fast1, slow, fast2):
         hub.add(sub)
     msgs = [message("a", i) for i in range(50)]
@@ -72,19 +69,20 @@ async def test_full_buffer_closes_only_that_subscriber_as_slow_consumer() -> Non
         hub.dispatch(msg)
     hub.flush()
 
-    assert slow.close_reason == SLOW_CONSUMER
-    assert slow.closed
-    # on_slow ran once, after the subscriber was removed and closed.
-    assert seen == [(slow, 2, SLOW_CONSUMER)]
+    assert slow.ending is Ending.SLOW_CONSUMER
+    assert slow.ending is not None
+    # Ended once, and removed from the hub by its ending.
+    assert endings.ended_streams == [(slow, Ending.SLOW_CONSUMER)]
+    assert endings.slow_consumers() == 1
     assert hub.subscribers("a") == 2
     assert len(hub) == 2
     assert slow not in list(hub)
     # Never thinned: the slow one holds exactly what fitted, in order.
     assert slow.queued == 3
-    assert slow.take() == b"".join(m.frame for m in msgs[:3])
+    assert slow.take()[0] == b"".join(m.frame for m in msgs[:3])
     for fast in (fast1, fast2):
         assert fast.queued == len(msgs)
-        assert fast.take() == b"".join(m.frame for m in msgs)
+        assert fast.take()[0] == b"".join(m.frame for m in msgs)
 
 
 async def test_dispatch_counts_subscribers_including_one_closed_as_slow() -> None:
@@ -95,7 +93,7 @@ async def test_dispatch_counts_subscribers_including_one_closed_as_slow() -> Non
     assert hub.dispatch(message("a", 0)) == 2
     assert hub.dispatch(message("a", 1)) == 2
     hub.flush()  # slow closed on the second one, it was still offered it
-    assert slow.close_reason == SLOW_CONSUMER
+    assert slow.ending is Ending.SLOW_CONSUMER
     assert hub.dispatch(message("a", 2)) == 1
 
 
@@ -107,32 +105,32 @@ def test_take_coalesces_everything_queued_in_order() -> None:
     msgs = [message("a", i) for i in range(4)] + [message("a", None)]
     for msg in msgs:
         assert sub.offer(msg)
-    assert sub.take() == b"".join(m.frame for m in msgs)
+    assert sub.take()[0] == b"".join(m.frame for m in msgs)
     assert sub.queued == 0
-    assert sub.take() == b""
+    assert sub.take()[0] == b""
 
 
 def test_take_skips_keys_at_or_below_after() -> None:
     sub = Subscriber("a", 10)
-    sub.after = (MS, 2)  # the replay already sent up to here
+    sub.replayed("a", (MS, 2))  # the replay already sent up to here
     msgs = [message("a", i) for i in range(5)]
     for msg in msgs:
         sub.offer(msg)
-    assert sub.take() == msgs[3].frame + msgs[4].frame
+    assert sub.take()[0] == msgs[3].frame + msgs[4].frame
     assert sub.after is None  # past the replay: later keys are never compared again
     later = message("a", 1, ms=MS + 1)
     sub.offer(later)
-    assert sub.take() == later.frame
+    assert sub.take()[0] == later.frame
 
 
 def test_take_keeps_messages_without_id_during_replay_overlap() -> None:
     sub = Subscriber("a", 10)
-    sub.after = (MS, 5)
+    sub.replayed("a", (MS, 5))
     foreign = message("a", None)
     old, new = message("a", 5), message("a", 6)
     for msg in (old, foreign, new):
         sub.offer(msg)
-    assert sub.take() == foreign.frame + new.frame
+    assert sub.take()[0] == foreign.frame + new.frame
 
 
 # -- filters ------------------------------------------------------------------------------
@@ -143,22 +141,22 @@ LEVELS = ("debug", "info", "success", "warn", "error")
 
 async def test_min_level_filter() -> None:
     hub = Hub()
-    warn_up = Subscriber("a", 100, min_level="warn")
-    everything = Subscriber("a", 100, min_level="debug")
+    warn_up = Subscriber("a", 100, filter=StreamFilter.of("warn", None))
+    everything = Subscriber("a", 100, filter=StreamFilter.of("debug", None))
     hub.add(warn_up)
     hub.add(everything)
     msgs = [message("a", i, level=lvl) for i, lvl in enumerate(LEVELS)]
     for msg in msgs:
         hub.dispatch(msg)
     hub.flush()
-    assert warn_up.take() == msgs[3].frame + msgs[4].frame
-    assert everything.take() == b"".join(m.frame for m in msgs)
+    assert warn_up.take()[0] == msgs[3].frame + msgs[4].frame
+    assert everything.take()[0] == b"".join(m.frame for m in msgs)
 
 
 async def test_agent_type_filter_and_combined_filters() -> None:
     hub = Hub()
-    code = Subscriber("a", 100, agent_type="code")
-    code_errors = Subscriber("a", 100, agent_type="code", min_level="error")
+    code = Subscriber("a", 100, filter=StreamFilter.of(None, "code"))
+    code_errors = Subscriber("a", 100, filter=StreamFilter.of("error", "code"))
     hub.add(code)
     hub.add(code_errors)
     msgs = [
@@ -170,13 +168,13 @@ async def test_agent_type_filter_and_combined_filters() -> None:
     for msg in msgs:
         hub.dispatch(msg)
     hub.flush()
-    assert code.take() == msgs[1].frame + msgs[2].frame
-    assert code_errors.take() == msgs[2].frame
+    assert code.take()[0] == msgs[1].frame + msgs[2].frame
+    assert code_errors.take()[0] == msgs[2].frame
 
 
 async def test_filtered_messages_do_not_fill_the_buffer_or_get_written() -> None:
     hub = Hub()
-    sub = Subscriber("a", 2, agent_type="code", min_level="warn")
+    sub = Subscriber("a", 2, filter=StreamFilter.of("warn", "code"))
     hub.add(sub)
     sink = SinkTransport()
     sub.attach(sink, chunked=False)
@@ -184,7 +182,7 @@ async def test_filtered_messages_do_not_fill_the_buffer_or_get_written() -> None
         hub.dispatch(message("a", i, agent="story", level="error"))
         hub.dispatch(message("a", 100 + i, agent="code", level="info"))
     hub.flush()
-    assert not sub.closed
+    assert sub.ending is None
     assert sub.queued == 0
     assert sink.writes == []
 
@@ -196,8 +194,8 @@ def test_control_replaces_an_unsent_control_frame() -> None:
     sub = Subscriber("a", 10)
     sub.control(b"event: heartbeat\ndata: 1\n\n")
     sub.control(b"event: heartbeat\ndata: 2\n\n")
-    assert sub.take() == b"event: heartbeat\ndata: 2\n\n"
-    assert sub.take() == b""
+    assert sub.take()[0] == b"event: heartbeat\ndata: 2\n\n"
+    assert sub.take()[0] == b""
 
 
 async def test_control_bypasses_the_bound_and_comes_first() -> None:
@@ -211,9 +209,9 @@ async def test_control_bypasses_the_bound_and_comes_first() -> None:
     assert sub.queued == sub.limit  # full
     beat = b"event: heartbeat\ndata: {}\n\n"
     hub.control(beat)
-    assert not sub.closed
+    assert sub.ending is None
     assert hub.subscribers("a") == 1
-    assert sub.take() == beat + msgs[0].frame + msgs[1].frame
+    assert sub.take()[0] == beat + msgs[0].frame + msgs[1].frame
 
 
 def test_hub_control_reaches_every_room() -> None:
@@ -222,7 +220,7 @@ def test_hub_control_reaches_every_room() -> None:
     for sub in subs:
         hub.add(sub)
     hub.control(b"event: heartbeat\ndata: {}\n\n")
-    assert [s.take() for s in subs] == [b"event: heartbeat\ndata: {}\n\n"] * 3
+    assert [s.take()[0] for s in subs] == [b"event: heartbeat\ndata: {}\n\n"] * 3
 
 
 # -- sweep --------------------------------------------------------------------------------
@@ -239,9 +237,9 @@ def test_sweep_closes_subscribers_whose_transport_is_closing() -> None:
     assert hub.sweep() == 0
     gone_t.closing = True
     assert hub.sweep() == 1
-    assert gone.close_reason == "client_gone"
-    assert alive.close_reason is None
-    assert detached.close_reason is None
+    assert gone.ending is Ending.CLIENT_GONE
+    assert alive.ending is None
+    assert detached.ending is None
     assert len(hub) == 2
     assert hub.subscribers("a") == 1
     assert hub.sweep() == 0
@@ -289,8 +287,8 @@ def test_close_all_closes_and_removes_everyone() -> None:
     subs = [Subscriber("a", 1), Subscriber("b", 1), Subscriber("b", 1)]
     for sub in subs:
         hub.add(sub)
-    hub.close_all("shutdown")
-    assert [s.close_reason for s in subs] == ["shutdown"] * 3
+    hub.close_all(Ending.SHUTDOWN)
+    assert [s.ending for s in subs] == [Ending.SHUTDOWN] * 3
     assert len(hub) == 0
     assert hub.room_count == 0
 
@@ -298,14 +296,21 @@ def test_close_all_closes_and_removes_everyone() -> None:
 # -- the hand-off: a live subscriber writes to its transport ------------------------------
 
 
-class Endings:
-    """A real owner that records each subscription it is told has ended."""
+class Recorded(Endings):
+    """The app's `Endings`, writing down each stream it ended and why."""
 
-    def __init__(self) -> None:
-        self.ended: list[tuple[Subscriber, str | None]] = []
+    def __init__(self, hub: Hub) -> None:
+        self.metrics = Metrics()
+        super().__init__(hub, self.metrics, 3000)
+        self.ended_streams: list[tuple[Subscriber, Ending | None]] = []
 
-    def closed(self, sub: Subscriber) -> None:
-        self.ended.append((sub, sub.close_reason))
+    def ended(self, sub: Subscriber) -> None:
+        self.ended_streams.append((sub, sub.ending))
+        super().ended(sub)
+
+    def slow_consumers(self) -> float:
+        value = self.metrics.registry.get_sample_value("roomlogs_slow_consumer_closes_total")
+        return value or 0.0
 
 
 async def test_attach_becomes_the_protocol_and_writes_what_queued_during_the_replay() -> None:
@@ -317,9 +322,11 @@ async def test_attach_becomes_the_protocol_and_writes_what_queued_during_the_rep
         hub.dispatch(msg)
     hub.flush()  # queued: the stream is still replaying
     sink = SinkTransport()
-    sub.after = msgs[2].key  # the replay sent 0..2
-    sub.attach(sink, chunked=False)
-    assert sink.get_protocol() is sub
+    key = msgs[2].key
+    assert key is not None
+    sub.replayed("a", key)  # the replay sent 0..2
+    conn = sub.attach(sink, chunked=False)
+    assert sink.get_protocol() is conn
     assert sink.writes == [msgs[3].frame + msgs[4].frame]  # once, without what was replayed
 
 
@@ -328,7 +335,7 @@ async def test_live_messages_go_out_as_one_write_per_loop_turn() -> None:
     sub = Subscriber("a", 10)
     hub.add(sub)
     sink = SinkTransport()
-    sub.attach(sink, chunked=True)
+    conn = sub.attach(sink, chunked=True)
     msgs = [message("a", i) for i in range(3)]
     for msg in msgs:
         hub.dispatch(msg)
@@ -337,19 +344,20 @@ async def test_live_messages_go_out_as_one_write_per_loop_turn() -> None:
     assert await sink.next_write() == b"%x\r\n%b\r\n" % (len(body), body)
     hub.dispatch(message("a", 3))
     assert await sink.next_write() == message("a", 3).chunk  # a lone log: its pre-made chunk
-    assert sub.sent == 4
+    assert conn.sent == 4
 
 
 async def test_a_burst_is_joined_once_per_room_and_each_stream_gets_what_it_asked_for() -> None:
     hub = Hub()
     plain1, plain2 = Subscriber("a", 10), Subscriber("a", 10)
-    errors = Subscriber("a", 10, min_level="error")
+    errors = Subscriber("a", 10, filter=StreamFilter.of("error", None))
     paused = Subscriber("a", 10)
     sinks = {sub: SinkTransport() for sub in (plain1, plain2, errors, paused)}
+    conns = {}
     for sub, sink in sinks.items():
         hub.add(sub)
-        sub.attach(sink, chunked=False)
-    paused.pause_writing()
+        conns[sub] = sub.attach(sink, chunked=False)
+    conns[paused].pause_writing()
     msgs = [message("a", 0), message("a", 1, level="error"), message("a", 2)]
     for msg in msgs:
         hub.dispatch(msg)
@@ -359,7 +367,7 @@ async def test_a_burst_is_joined_once_per_room_and_each_stream_gets_what_it_aske
     assert sinks[plain2].writes[0] is sinks[plain1].writes[0]  # encoded once, for the room
     assert sinks[errors].writes == [msgs[1].frame]
     assert sinks[paused].writes == []
-    paused.resume_writing()
+    conns[paused].resume_writing()
     assert sinks[paused].writes == [body]
 
 
@@ -368,55 +376,55 @@ async def test_a_paused_transport_queues_and_resume_flushes_in_order() -> None:
     sub = Subscriber("a", 10)
     hub.add(sub)
     sink = SinkTransport()
-    sub.attach(sink, chunked=False)
-    sub.pause_writing()
+    conn = sub.attach(sink, chunked=False)
+    conn.pause_writing()
     msgs = [message("a", i) for i in range(3)]
     for msg in msgs:
         hub.dispatch(msg)
     hub.flush()
     assert sink.writes == []
     assert sub.queued == 3
-    sub.resume_writing()
+    conn.resume_writing()
     assert sink.writes == [b"".join(m.frame for m in msgs)]
     assert sub.queued == 0
 
 
 async def test_a_transport_that_stays_paused_makes_a_slow_consumer() -> None:
-    endings = Endings()
     hub = Hub()
+    endings = Recorded(hub)
     sub = Subscriber("a", 3, owner=endings)
     hub.add(sub)
-    sub.attach(SinkTransport(), chunked=False)
-    sub.pause_writing()
+    sub.attach(SinkTransport(), chunked=False).pause_writing()
     for i in range(4):
         hub.dispatch(message("a", i))
     hub.flush()
-    assert sub.close_reason == SLOW_CONSUMER
-    assert endings.ended == [(sub, SLOW_CONSUMER)]
+    assert sub.ending is Ending.SLOW_CONSUMER
+    assert endings.ended_streams == [(sub, Ending.SLOW_CONSUMER)]
     assert len(hub) == 0
 
 
 async def test_connection_lost_ends_the_subscription_once() -> None:
-    endings = Endings()
     hub = Hub()
+    endings = Recorded(hub)
     sub = Subscriber("a", 10, owner=endings)
     hub.add(sub)
-    sub.attach(SinkTransport(), chunked=False)
-    sub.connection_lost(None)
-    sub.close("shutdown")  # the first reason wins; the owner hears once
-    assert endings.ended == [(sub, "client_gone")]
-    assert sub.direct is None
+    sub.attach(SinkTransport(), chunked=False).connection_lost(None)
+    sub.close(Ending.SHUTDOWN)  # the first reason wins; the owner hears once
+    assert endings.ended_streams == [(sub, Ending.CLIENT_GONE)]
+    assert sub.live is None
     hub.dispatch(message("a", 0))
     assert sub.queued == 0
 
 
 def test_close_tells_the_owner_before_any_transport_exists() -> None:
-    endings = Endings()
+    hub = Hub()
+    endings = Recorded(hub)
     sub = Subscriber("a", 10, owner=endings)
-    sub.close("token_expired")
-    sub.close("shutdown")
-    assert sub.close_reason == "token_expired"
-    assert endings.ended == [(sub, "token_expired")]
+    hub.add(sub)
+    sub.close(Ending.TOKEN_EXPIRED)
+    sub.close(Ending.SHUTDOWN)
+    assert sub.ending is Ending.TOKEN_EXPIRED
+    assert endings.ended_streams == [(sub, Ending.TOKEN_EXPIRED)]
 
 
 def test_sweep_ends_streams_whose_token_expired() -> None:
@@ -428,16 +436,16 @@ def test_sweep_ends_streams_whose_token_expired() -> None:
     for sub in (expired, valid, forever):
         hub.add(sub)
     assert hub.sweep(now) == 1
-    assert expired.close_reason == "token_expired"
-    assert valid.close_reason is None
-    assert forever.close_reason is None
+    assert expired.ending is Ending.TOKEN_EXPIRED
+    assert valid.ending is None
+    assert forever.ending is None
     assert len(hub) == 2
     assert hub.sweep() == 0  # without a clock, only clients that left are looked for
 
 
 def test_offer_after_close_is_ignored() -> None:
     sub = Subscriber("a", 1)
-    sub.close("client_gone")
+    sub.close(Ending.CLIENT_GONE)
     assert sub.offer(message("a", 0))
     assert sub.queued == 0
 

@@ -55,6 +55,11 @@ async def authorize(request: web.Request, state: AppState, room: str, *, publish
     return grant
 
 
+def broker_unavailable(exc: BrokerUnavailable, what: str) -> ApiError:
+    """503 for a publish or history read the broker cannot serve now: nothing was stored."""
+    return ApiError(503, "broker_unavailable", f"{what}: {exc}; retry later", {"Retry-After": "1"})
+
+
 async def check_room(state: AppState, room: str) -> None:
     """ROOM_CHECK=redis: the room must exist as the key `room:{id}` (set by the app backend)."""
     if state.settings.room_check != "redis":

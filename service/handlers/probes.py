@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..housekeeping import refresh_metrics
 from ..state import STATE
 
 
@@ -24,9 +25,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    metrics = request.app[STATE].metrics
-    metrics.refresh(request.app[STATE].hub)
-    registry = metrics.registry
+    state = request.app[STATE]
+    refresh_metrics(state)
+    registry = state.metrics.registry
     resp = web.Response(body=generate_latest(registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp

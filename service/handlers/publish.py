@@ -1,4 +1,4 @@
-"""`POST …/logs` (publish) and `GET …/logs/history` (retained logs as JSON)."""
+"""`POST /api/v1/rooms/{roomId}/logs`: publish one log or an array of them."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ from aiohttp import web
 
 from ..broker import Broker, BrokerUnavailable, KeyReused
 from ..errors import ApiError
-from ..ids import parse_id
 from ..logs import InvalidLog, normalize
 from ..rooms import is_valid_publish_key
 from ..state import STATE
-from .common import authorize, check_room, valid_room
+from .common import authorize, broker_unavailable, check_room, valid_room
 
 MAX_BATCH = 100
-HISTORY_LIMIT_MAX = 1000
 
 
 def fingerprint(body: bytes) -> str:
@@ -27,10 +25,6 @@ def fingerprint(body: bytes) -> str:
     retry, and that retry is still the same publish.
     """
     return hashlib.sha256(body).hexdigest()[:32]
-
-
-def _unavailable(exc: BrokerUnavailable, what: str) -> ApiError:
-    return ApiError(503, "broker_unavailable", f"{what}: {exc}; retry later", {"Retry-After": "1"})
 
 
 async def publish_logs(request: web.Request) -> web.Response:
@@ -75,7 +69,7 @@ async def publish_logs(request: web.Request) -> web.Response:
         else:
             ids, replayed = await _publish_once(state.broker, room, encoded, key, raw)
     except BrokerUnavailable as exc:
-        raise _unavailable(exc, "not stored") from None
+        raise broker_unavailable(exc, "not stored") from None
     if replayed:
         # Stored by an earlier request with this key whose answer was lost: not stored again.
         return web.json_response(
@@ -99,28 +93,3 @@ async def _publish_once(
             "this Idempotency-Key was used for other logs; use a new key for a new publish",
         ) from None
     return published.ids, published.replayed
-
-
-async def history(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    room = valid_room(request)
-    await authorize(request, state, room, publish=False)
-    await check_room(state, room)
-    after = request.query.get("after") or None
-    if after is not None and parse_id(after) is None:
-        raise ApiError(400, "invalid_after", "after must be a stream id such as 1700000000000-0")
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= HISTORY_LIMIT_MAX:
-        raise ApiError(400, "invalid_limit", f"limit must be 1-{HISTORY_LIMIT_MAX}")
-    try:
-        entries = await state.broker.history(room, after, limit + 1)
-    except BrokerUnavailable as exc:
-        raise _unavailable(exc, "history cannot be read now") from None
-    more = len(entries) > limit
-    entries = entries[:limit]
-    logs = [{"id": stream_id, **orjson.loads(data)} for stream_id, data in entries]
-    body = {"roomId": room, "logs": logs, "next": entries[-1][0] if more else None}
-    return web.Response(body=orjson.dumps(body), content_type="application/json")

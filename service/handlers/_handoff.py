@@ -1,0 +1,143 @@
+"""The only code that touches aiohttp's private names: a live stream leaves aiohttp.
+
+aiohttp keeps ~16 KiB per connection (request, parser, handler tasks, timers) to read
+requests; an SSE stream never reads again. After its head and replay, the handler makes the
+stream's `Connection` the transport's protocol (public asyncio API), detaches aiohttp's
+`RequestHandler` from the socket and returns; aiohttp finishes the request (access log)
+without writing or closing anything. The private names, all of aiohttp 3.14 (`setup.cfg`
+allows `>=3.14,<4`; CI runs the suite at the lowest and newest):
+- `request.protocol` (the `RequestHandler`) and its `transport` attribute, set to None: its
+  `start()` / `finish_response()` then skip every write and the close;
+- `request.task`, and `RequestHandler.connection_lost(None)` from its done-callback, which drops
+  the connection from aiohttp's books as if the client had left.
+Where they are missing, the stream is parked instead: the handler stays, waiting for the
+stream's end, and aiohttp hears of the connection's loss from the stream's `Connection`
+(correct, but with aiohttp's per-connection memory); a warning says so once.
+
+`LogStreamResponse` is ours rather than aiohttp-sse's `EventSourceResponse`: that class is
+made for a handler that stays (its ping task, `wait()`), and what a handed-off stream would
+keep of it is four headers and TCP_USER_TIMEOUT, set here without its private method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Mapping
+from typing import Final
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from ..connection import Connection
+from ..subscriber import Subscriber
+
+log = logging.getLogger("service.stream")
+
+# Unacknowledged data older than this makes the kernel abort the connection (Linux): a hung
+# peer is noticed at the first heartbeat it does not acknowledge, not when buffers fill.
+SEND_TIMEOUT_MS: Final = 120_000
+_TCP_USER_TIMEOUT: Final = getattr(socket, "TCP_USER_TIMEOUT", None)
+
+_announced: bool | None = None
+
+
+class LogStreamResponse(web.StreamResponse):
+    """A `text/event-stream` body that a hand-off may take away from aiohttp.
+
+    Once `handed_off`, the body belongs to the stream's `Connection`, which ends it itself:
+    aiohttp's `write_eof` (from `finish_response`) does nothing.
+    """
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        super().__init__(status=200, headers=headers)
+        self.content_type = "text/event-stream"
+        self.headers["Cache-Control"] = "no-cache"
+        self.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+        self.handed_off = False
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        # aiohttp calls `prepare` again after the handler returned (`finish_response`); the
+        # base class hands back the writer of a prepared response then.
+        if not self.prepared:
+            _set_tcp_user_timeout(request.transport)
+            self.enable_chunked_encoding()
+        return await super().prepare(request)
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        if not self.handed_off:
+            await super().write_eof(data)
+
+
+def _set_tcp_user_timeout(transport: asyncio.Transport | None) -> None:
+    if _TCP_USER_TIMEOUT is None or transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, SEND_TIMEOUT_MS)
+
+
+def can_detach(request: web.Request) -> bool:
+    """Whether this aiohttp has the private names the hand-off needs (checked, then logged)."""
+    handler = getattr(request, "protocol", None)
+    ok = (
+        hasattr(handler, "transport")
+        and callable(getattr(handler, "connection_lost", None))
+        and isinstance(getattr(request, "task", None), asyncio.Task)
+    )
+    _announce(ok)
+    return ok
+
+
+def _announce(detached: bool) -> None:
+    global _announced
+    if detached == _announced:
+        return
+    _announced = detached
+    if detached:
+        log.info("live streams leave aiohttp after their replay (hand-off)")
+    else:
+        log.warning(
+            "aiohttp %s lacks the private names of the hand-off: each live stream keeps its "
+            "handler and aiohttp's per-connection state (correct, more memory per stream)",
+            _aiohttp_version(),
+        )
+
+
+async def hand_off(
+    request: web.Request,
+    resp: LogStreamResponse,
+    sub: Subscriber,
+    transport: asyncio.Transport,
+    *,
+    detach: bool | None = None,
+) -> None:
+    """Make `sub` live on `transport`; returns at once (detached) or when the stream ends."""
+    assert not resp.keep_alive  # the handler made it close: aiohttp's loop ends after it
+    detach = can_detach(request) if detach is None else detach
+    resp.handed_off = True  # aiohttp's write_eof must not end the body: the stream goes on
+    aiohttp_protocol = transport.get_protocol()
+    conn = sub.attach(transport, chunked=resp.chunked)
+    if not detach:
+        conn.forward = aiohttp_protocol  # its books and its handler end with the connection
+        await _parked(conn)
+        return
+    handler = request.protocol
+    handler.transport = None  # aiohttp can neither write to nor close the socket now
+    # Once the request is finished (access log written), drop the connection from aiohttp's
+    # books (its server's list, keep-alive timer, parser) as if the client had left.
+    request.task.add_done_callback(lambda _: handler.connection_lost(None))
+
+
+async def _parked(conn: Connection) -> None:
+    ended = asyncio.get_running_loop().create_future()
+    conn.on_end = ended
+    if conn.sub.ending is None:
+        await ended
+
+
+def _aiohttp_version() -> str:
+    import aiohttp
+
+    return aiohttp.__version__

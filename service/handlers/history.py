@@ -1,0 +1,41 @@
+"""`GET /api/v1/rooms/{roomId}/logs/history`: retained logs as JSON, oldest first, in pages."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from ..broker import BrokerUnavailable
+from ..errors import ApiError
+from ..ids import parse_id
+from ..state import STATE
+from .common import authorize, broker_unavailable, check_room, valid_room
+
+HISTORY_LIMIT_MAX: Final = 1000
+
+
+async def history(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    room = valid_room(request)
+    await authorize(request, state, room, publish=False)
+    await check_room(state, room)
+    after = request.query.get("after") or None
+    if after is not None and parse_id(after) is None:
+        raise ApiError(400, "invalid_after", "after must be a stream id such as 1700000000000-0")
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= HISTORY_LIMIT_MAX:
+        raise ApiError(400, "invalid_limit", f"limit must be 1-{HISTORY_LIMIT_MAX}")
+    try:
+        entries = await state.broker.history(room, after, limit + 1)
+    except BrokerUnavailable as exc:
+        raise broker_unavailable(exc, "history cannot be read now") from None
+    more = len(entries) > limit
+    entries = entries[:limit]
+    logs = [{"id": stream_id, **orjson.loads(data)} for stream_id, data in entries]
+    body = {"roomId": room, "logs": logs, "next": entries[-1][0] if more else None}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")

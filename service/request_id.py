@@ -1,0 +1,31 @@
+"""`X-Request-Id`: the load balancer's id when it is sane, else a new one; on every answer."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+
+def request_id(request: web.Request) -> str:
+    """The caller's X-Request-Id when it is sane (from the load balancer), else a new one."""
+    rid = request.get(REQUEST_ID_KEY)
+    if rid is None:
+        given = request.headers.get("X-Request-Id", "")
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request[REQUEST_ID_KEY] = rid
+    return rid
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id(request)
+    resp = await handler(request)
+    if not resp.prepared:
+        resp.headers["X-Request-Id"] = rid
+    return resp
