@@ -1,4 +1,4 @@
-"""`roomlogs serve | token` (also `python -m service`)."""
+"""`roomlogs serve | token | publish | tail` (also `python -m service`)."""
 
 from __future__ import annotations
 
@@ -80,12 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _token(args)
         if args.command == "publish":
             return asyncio.run(_publish(args))
-        if args.command == "tail":
-            return _tail(args)
+        assert args.command == "tail"  # `required=True`: argparse refused anything else
+        return _tail(args)
     except SettingsError as exc:
         print(f"roomlogs: {exc}", file=sys.stderr)
         return 2
-    return 2
 
 
 def _client_token(args: argparse.Namespace, room: str) -> str | None:
@@ -175,7 +174,3 @@ def _token(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from .metrics import Metrics
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _CODES = {
     400: "bad_request",

@@ -8,14 +8,7 @@ from collections.abc import Sequence
 
 from ..ids import StreamKey, format_id, parse_id
 from ..settings import Settings
-from .base import (
-    Broker,
-    BrokerEvents,
-    BrokerState,
-    BrokerUnavailable,
-    HistoryEntry,
-    Window,
-)
+from .base import Broker, BrokerEvents, BrokerState, BrokerUnavailable, HistoryEntry, Window
 from .script import KeyReused, Published
 
 

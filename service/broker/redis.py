@@ -27,14 +27,7 @@ from redis.retry import Retry
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
 from . import _batch_read
-from .base import (
-    Broker,
-    BrokerEvents,
-    BrokerState,
-    BrokerUnavailable,
-    HistoryEntry,
-    Window,
-)
+from .base import Broker, BrokerEvents, BrokerState, BrokerUnavailable, HistoryEntry, Window
 from .keys import PLAIN
 from .script import PUBLISH_SCRIPT, Published, store_and_publish
 
