@@ -75,11 +75,12 @@ class Delivery:
                 # of the room decode it. A bad payload is counted where someone would receive it.
                 continue
             try:
-                msg = decode(room, payload, self._max_bytes)
+                self.deliver(decode(room, payload, self._max_bytes))
             except Rejected as exc:
                 self._reject(exc.reason, channel, payload)
-                continue
-            self.deliver(msg)
+            except Exception:  # one message must not cost the rest of the batch, or the reader
+                log.exception("broker message failed: channel=%r", channel[:140])
+                self._reject("error", channel, payload)
 
     def on_entry(self, room: str, stream_id: str, data: bytes) -> None:
         self._metrics.broker_messages.inc()
@@ -87,11 +88,12 @@ class Delivery:
             return
         key = parse_id(stream_id)
         try:
-            msg = decode(room, data, self._max_bytes, stream_id=stream_id, key=key)
+            self.deliver(decode(room, data, self._max_bytes, stream_id=stream_id, key=key))
         except Rejected as exc:
             self._reject(exc.reason, room.encode(), data)
-            return
-        self.deliver(msg)
+        except Exception:
+            log.exception("stored log failed: room=%s id=%s", room, stream_id)
+            self._reject("error", room.encode(), data)
 
     def position(self, room: str) -> StreamKey | None:
         return self._positions.get(room)

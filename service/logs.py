@@ -7,6 +7,9 @@ from typing import Any, Final
 
 LEVELS: Final = ("debug", "info", "success", "warn", "error")
 MAX_AGENT_TYPE: Final = 128
+# Objects and arrays inside one another, at most. orjson encodes at most 254 levels and the
+# history page wraps a log in three more; no log line needs more than a few.
+MAX_NESTING: Final = 64
 
 
 def utc_now_iso() -> str:
@@ -43,6 +46,24 @@ def normalize(obj: Any) -> dict[str, Any]:
     elif not isinstance(ts, str) or not _is_iso8601(ts):
         raise InvalidLog("timestamp", "must be an ISO-8601 date and time")
     return obj
+
+
+def too_deep(obj: Any, raw: bytes) -> bool:
+    """Whether `obj` (parsed from `raw`) nests objects and arrays more than MAX_NESTING deep.
+
+    Free for nearly every log: with few brackets in `raw` it cannot nest deeper than their
+    count. Otherwise the parsed containers are walked, never the bytes.
+    """
+    if raw.count(b"{") + raw.count(b"[") <= MAX_NESTING:
+        return False
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return True
+        children = node.values() if type(node) is dict else node
+        stack.extend((c, depth + 1) for c in children if type(c) in (dict, list))
+    return False
 
 
 def _is_iso8601(text: str) -> bool:

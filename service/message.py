@@ -16,7 +16,7 @@ from .broker.script import split_envelope
 from .chunked import chunk
 from .events import log_frame
 from .ids import StreamKey, parse_id
-from .logs import utc_now_iso
+from .logs import too_deep, utc_now_iso
 
 MAX_CLOCK_SKEW_MS: Final = 3_600_000
 
@@ -76,6 +76,8 @@ def decode(
         raise Rejected("invalid_json") from None
     if type(obj) is not dict:
         raise Rejected("not_an_object")
+    if too_deep(obj, body):
+        raise Rejected("too_deep")  # and orjson could not encode it again
     return message_from_log(room, stream_id, obj, body, key)
 
 

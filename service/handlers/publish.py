@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..broker import Broker, BrokerUnavailable, KeyReused
 from ..errors import ApiError
-from ..logs import InvalidLog, normalize
+from ..logs import MAX_NESTING, InvalidLog, normalize, too_deep
 from ..rooms import is_valid_publish_key
 from ..state import STATE
 from .common import authorize, broker_unavailable, check_room, valid_room
@@ -42,8 +42,8 @@ async def publish_logs(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "the body is not JSON") from None
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not JSON ({exc})") from None
     batch = body if isinstance(body, list) else [body]
     if not batch:
         raise ApiError(400, "invalid_body", "an empty array holds no log")
@@ -57,6 +57,12 @@ async def publish_logs(request: web.Request) -> web.Response:
             log: dict[str, Any] = normalize(item)
         except InvalidLog as exc:
             raise ApiError(400, "invalid_log", f"{where}{exc.field} {exc.detail}") from None
+        if too_deep(log, raw):
+            raise ApiError(
+                400,
+                "invalid_log",
+                f"{where or 'the log '}nests objects and arrays more than {MAX_NESTING} deep",
+            )
         data = orjson.dumps(log)
         if len(data) > limit:
             raise ApiError(
