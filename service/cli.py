@@ -72,9 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             overrides = {spec.attr: getattr(args, spec.attr) for spec in FIELDS}
             settings = Settings.from_env(**overrides)
-            from .server import serve
+            from .server import StartupError, serve
 
-            serve(settings)
+            try:
+                serve(settings)
+            except StartupError as exc:
+                print(f"roomlogs: {exc}", file=sys.stderr)
+                return 2
             return 0
         if args.command == "token":
             return _token(args)

@@ -39,6 +39,18 @@ log = logging.getLogger("service")
 EXIT_BAD_CONFIG = 2
 
 
+class StartupError(Exception):
+    """The service cannot start as configured (the port is taken, say); `str()` is the one
+    line printed before exiting with status 2."""
+
+
+def _reason(exc: OSError) -> str:
+    """`address already in use`, not asyncio's "error while attempting to bind on …" wrapper."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    return str(exc)
+
+
 def serve(settings: Settings) -> None:
     configure_logging(settings)
     if settings.workers > 1:
@@ -74,8 +86,9 @@ async def _main(settings: Settings, reuse_port: bool) -> None:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise SettingsError(
-            "PORT", f"cannot listen on {settings.listen_host}:{settings.port}: {exc.strerror}"
+        raise StartupError(
+            f"cannot listen on {settings.listen_host}:{settings.port}: "
+            f"{_reason(exc)} (LISTEN_HOST, PORT)"
         ) from None
     log.info(
         "roomlogs listening on http://%s:%d (broker: %s, pid %d)",
@@ -107,7 +120,7 @@ def _worker(settings: Settings) -> None:
     configure_logging(settings)
     try:
         _serve_one(settings, reuse_port=True)
-    except SettingsError as exc:
+    except (SettingsError, StartupError) as exc:
         print(f"roomlogs: {exc}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
 

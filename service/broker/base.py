@@ -80,6 +80,8 @@ class Broker(abc.ABC):
         return self.state is BrokerState.LIVE
 
     def _set_state(self, state: BrokerState, reason: str, *, recovered: bool = False) -> None:
+        if self.state is BrokerState.CLOSED:
+            return  # closed for good: a reader still winding down cannot reopen it
         self.state = state
         self.reason = reason
         self.events.on_state(state, reason, recovered=recovered)

@@ -76,7 +76,7 @@ class RedisBroker(Broker):
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while self.state is not BrokerState.CLOSED:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.psubscribe(self._keys.pattern)
@@ -101,7 +101,10 @@ class RedisBroker(Broker):
 
     async def _read(self, pubsub: PubSub) -> None:
         on_messages = self.events.on_messages
-        while True:
+        # Not `while True`: redis-py can swallow a cancellation that lands inside
+        # `get_message()` (seen right after start-up), so the reader also ends on the state
+        # `close()` sets, within one READ_TIMEOUT.
+        while self.state is not BrokerState.CLOSED:
             msg: dict[str, Any] | None = await pubsub.get_message(timeout=READ_TIMEOUT)
             if msg is None:
                 continue
