@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .request_id import REQUEST_ID_KEY
 from .settings import Settings
@@ -49,6 +50,36 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server.filters):
+        server.addFilter(MalformedRequests())
+
+
+class MalformedRequests(logging.Filter):
+    """aiohttp logs every request its parser refuses (bad chunking, a header too large) as an
+    ERROR with a traceback: anyone can fill the log that way. Such a request already gets a
+    400 and an access line; its record becomes one INFO line with the parser's reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.getMessage()}: refused by the HTTP parser: {exc.message}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _room(request: web.BaseRequest) -> str | None:
+    """The route's room, for a request that got one: one aiohttp's parser refused (bad
+    chunking, a header too large) is a `web.Request` with no route resolved."""
+    if not isinstance(request, web.Request):
+        return None
+    try:
+        room = request.match_info.get("roomId")
+    except (AssertionError, AttributeError):  # no route resolved (its match_info is unset)
+        return None
+    return room if isinstance(room, str) else None
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -69,7 +100,7 @@ class AccessLogger(AbstractAccessLogger):
                 "path": path,
                 "status": response.status,
                 "duration_ms": round(time * 1000, 3),
-                "room": getattr(request, "match_info", {}).get("roomId"),
+                "room": _room(request),
                 "request_id": request.get(REQUEST_ID_KEY)
                 if isinstance(request, web.Request)
                 else None,
