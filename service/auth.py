@@ -8,6 +8,7 @@ only, so no token can choose its own verification (the classic "alg confusion").
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +56,16 @@ def token_from_request(request: web.Request, cookie_name: str) -> str | None:
     if query:
         return query
     return request.cookies.get(cookie_name) or None
+
+
+# Seconds since 1970 beyond which an `exp` means "never" (the year 33658).
+_FAR_FUTURE = 1e12
+
+
+def _sentence(exc: Exception) -> str:
+    """PyJWT's "The token is not yet valid (nbf)" as "the token is not yet valid (nbf)"."""
+    text = str(exc)
+    return text[:1].lower() + text[1:]
 
 
 def _room_set(value: Any) -> frozenset[str]:
@@ -122,14 +133,22 @@ class TokenVerifier:
             raise AuthError("invalid_token", "the token's issuer is not accepted") from None
         except jwt.InvalidAudienceError:
             raise AuthError("invalid_token", "the token's audience is not accepted") from None
-        except jwt.PyJWTError:
+        except jwt.InvalidSignatureError:
             raise AuthError("invalid_token", "the token's signature does not verify") from None
+        except jwt.ImmatureSignatureError as exc:  # nbf or iat in the future
+            raise AuthError("invalid_token", _sentence(exc)) from None
+        except (jwt.DecodeError, jwt.InvalidIssuedAtError) as exc:  # a claim of the wrong type
+            raise AuthError("invalid_token", f"the token's claims are malformed: {exc}") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError("invalid_token", f"the token is not valid: {exc}") from None
         sub = claims.get("sub")
+        exp = claims["exp"]  # a number: PyJWT checked it
         return Grant(
             subject=sub if isinstance(sub, str) else None,
             rooms=_room_set(claims.get("rooms")),
             publish=_room_set(claims.get("publish")),
-            expires_at=float(claims["exp"]),
+            # An `exp` past any date (a 400-digit number) is no float: it never expires.
+            expires_at=float(exp) if exp < _FAR_FUTURE else math.inf,
         )
 
 
