@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -46,6 +47,24 @@ def normalize(obj: Any) -> dict[str, Any]:
     elif not isinstance(ts, str) or not _is_iso8601(ts):
         raise InvalidLog("timestamp", "must be an ISO-8601 date and time")
     return obj
+
+
+# A run of 19 digits: the shortest integer outside [-2**63, 2**64), what orjson keeps exact.
+_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+_JSON_TOKEN: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?')
+
+
+def inexact_integer(raw: bytes) -> bytes | None:
+    """The first integer of the JSON text `raw` that orjson would turn into a float (beyond
+    64 bits), or None. Free for nearly every log: it needs a run of 19 digits to look."""
+    if _LONG_DIGITS.search(raw) is None:
+        return None
+    for match in _JSON_TOKEN.finditer(raw):
+        token = match.group()
+        is_integer = token[:1] != b'"' and token.lstrip(b"-").isdigit()
+        if is_integer and not -(1 << 63) <= int(token) < (1 << 64):
+            return token
+    return None
 
 
 def too_deep(obj: Any, raw: bytes) -> bool:

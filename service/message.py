@@ -88,15 +88,23 @@ def message_from_log(
     body: bytes | None,
     key: StreamKey | None,
 ) -> Message:
-    """Build the message of a decoded log; `body` is reused as `data` when it is already fit.
+    """Build the message of a decoded log; `body` (the JSON `log` came from) is sent as it is.
 
+    It is never encoded again, so its integers stay exact (orjson would turn those beyond 64
+    bits into floats) and no nesting can make the encoder fail: a raw CR or LF can only be
+    whitespace in valid JSON and becomes a space, a missing `timestamp` is spliced in first.
     `key` is `stream_id`'s, when the caller has parsed it already.
     """
-    if "timestamp" not in log:
-        log["timestamp"] = utc_now_iso()
-        body = None
-    if body is None or b"\n" in body or b"\r" in body:
+    if body is None:
+        if "timestamp" not in log:
+            log["timestamp"] = utc_now_iso()
         body = orjson.dumps(log)
+    else:
+        if b"\n" in body or b"\r" in body:
+            body = body.replace(b"\r", b" ").replace(b"\n", b" ")
+        if "timestamp" not in log:
+            log["timestamp"] = stamp = utc_now_iso()
+            body = _with_first(b'"timestamp":"' + stamp.encode("ascii") + b'"', body)
     if key is None and stream_id is not None:
         key = parse_id(stream_id)
     level = log.get("level")
@@ -112,3 +120,9 @@ def message_from_log(
         frame=frame,
         chunk=chunk(frame),
     )
+
+
+def _with_first(member: bytes, obj: bytes) -> bytes:
+    """`obj` (the bytes of a JSON object) with `member` (`"name":value`) as its first member."""
+    rest = obj.lstrip()[1:].lstrip()  # after the opening brace
+    return b"{" + member + (b"}" if rest.startswith(b"}") else b"," + rest)

@@ -11,6 +11,14 @@ from ..rooms import is_valid_room_id
 from ..state import AppState
 
 
+def whole_number(text: str) -> int | None:
+    """A query's count: ASCII digits only (no sign, `_`, spaces or other scripts' digits, which
+    `int()` would take), at most 9 of them; None otherwise."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        return None
+    return int(text)
+
+
 def valid_room(request: web.Request) -> str:
     room = request.match_info["roomId"]
     if not is_valid_room_id(room):

@@ -12,7 +12,7 @@ from ..broker.script import envelope
 from ..errors import ApiError
 from ..ids import parse_id
 from ..state import STATE
-from .common import authorize, broker_unavailable, check_room, valid_room
+from .common import authorize, broker_unavailable, check_room, valid_room, whole_number
 
 HISTORY_LIMIT_MAX: Final = 1000
 
@@ -25,10 +25,7 @@ async def history(request: web.Request) -> web.Response:
     after = request.query.get("after") or None
     if after is not None and parse_id(after) is None:
         raise ApiError(400, "invalid_after", "after must be a stream id such as 1700000000000-0")
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        limit = 0
+    limit = whole_number(request.query.get("limit", "100")) or 0
     if not 1 <= limit <= HISTORY_LIMIT_MAX:
         raise ApiError(400, "invalid_limit", f"limit must be 1-{HISTORY_LIMIT_MAX}")
     try:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..broker import Broker, BrokerUnavailable, KeyReused
 from ..errors import ApiError
-from ..logs import MAX_NESTING, InvalidLog, normalize, too_deep
+from ..logs import MAX_NESTING, InvalidLog, inexact_integer, normalize, too_deep
 from ..rooms import is_valid_publish_key
 from ..state import STATE
 from .common import authorize, broker_unavailable, check_room, valid_room
@@ -44,6 +44,14 @@ async def publish_logs(request: web.Request) -> web.Response:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not JSON ({exc})") from None
+    inexact = inexact_integer(raw)
+    if inexact is not None:
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"the integer {inexact[:24].decode()}… is beyond 64 bits and would not be kept "
+            "exactly: send it as a string",
+        )
     batch = body if isinstance(body, list) else [body]
     if not batch:
         raise ApiError(400, "invalid_body", "an empty array holds no log")

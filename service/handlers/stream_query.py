@@ -10,6 +10,7 @@ from ..errors import ApiError
 from ..filters import StreamFilter
 from ..ids import StreamKey, parse_id
 from ..logs import LEVELS
+from .common import whole_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +46,7 @@ def _history_count(request: web.Request, cap: int) -> int:
     raw = request.query.get("history")
     if raw is None or raw == "":
         return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
+    value = whole_number(raw)
+    if value is None:
         raise ApiError(400, "invalid_history", "history must be a whole number of logs")
     return min(value, cap)
