@@ -1,6 +1,6 @@
 """The tutorial pattern: sse-starlette under uvicorn, one Redis subscription per stream.
 
-    REDIS_URL=redis://127.0.0.1:6379/0 uvicorn bench.tutorial:app --port 8098
+    REDIS_URL=redis://127.0.0.1:6379/0 uvicorn bench.systems.tutorial_server:app --port 8098
 
 This is how the pattern is usually written (and how the NestJS original worked): each SSE
 request opens its own redis-py pub/sub connection, `SUBSCRIBE`s to its room's channel, and
