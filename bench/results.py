@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from ._common import ROOT, SetupError
-from .records import Run
+from .records import Latency, Run, Step
 
 SKIPPED = ("started", "workdir")  # the timestamp (a key of its own) and a run-local path
 
@@ -76,6 +76,59 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _latency(raw: dict[str, Any] | None) -> Latency | None:
+    if raw is None:
+        return None
+    return Latency(
+        samples=raw["samples"],
+        **{k: _nan(raw.get(k)) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+    )
+
+
+_STEP_FLOATS = {
+    "rate_logs", "offered", "achieved", "lag_s", "lag_limit_s", "server_cpu_us_per_delivery",
+    "publish_rate", "server_core", "loadgen_core", "redis_core", "other_server_core",
+    "other_client_core", "reads_per_delivery",
+}  # fmt: skip
+_RUN_FLOATS = {"connect_s", "rss_per_stream_kib", "idle_server_core", "latency_rate_logs"}
+
+
+def _step(raw: dict[str, Any] | None) -> Step | None:
+    if raw is None:
+        return None
+    fields = {k: v for k, v in raw.items() if k in Step.__dataclass_fields__}
+    for k in _STEP_FLOATS:
+        # null was NaN or infinity (a lag that never ended): both read as "not measured".
+        fields[k] = _nan(fields.get(k))
+    fields["cores"] = {int(c): b for c, b in (raw.get("cores") or {}).items()}
+    fields["latency"] = _latency(raw.get("latency"))
+    return Step(**fields)
+
+
+def load_runs(doc: dict[str, Any]) -> list[Run]:
+    """The records of a result JSON, back as `Run`s (also the older fanout files, whose runs
+    were `tiers` without a case or a system)."""
+    out: list[Run] = []
+    for raw in doc.get("runs") or doc.get("tiers") or []:
+        fields = {k: v for k, v in raw.items() if k in Run.__dataclass_fields__}
+        if "case" not in raw:  # a tier of bench.fanout before the records were merged
+            n = raw["streams"]
+            fields.update(system="roomlogs", label="roomlogs", case=f"1x{n}", rooms=1, per_room=n)
+            fields["counters"] = raw.get("server_counters", {})
+        for k in _RUN_FLOATS:
+            fields[k] = _nan(fields.get(k))
+        fields["steps"] = [_step(s) for s in raw.get("steps", [])]
+        for k in ("max_sustained", "first_failure", "latency_step"):
+            fields[k] = _step(raw.get(k))
+        fields["redis_floor"] = _latency(raw.get("redis_floor"))
+        out.append(Run(**fields))
+    return out
 
 
 def write_result(
