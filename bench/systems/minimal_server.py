@@ -56,11 +56,11 @@ def frame(payload: bytes) -> bytes:
     the `id:` line, as roomlogs does, so both write the same bytes.
 
     This is `service.broker.script.split_envelope` + `service.events.log_frame` without their
-    checks, kept here on purpose: `split_envelope` also parses the id into a key, decodes and
-    re-encodes it and copies the log once more, which costs this per-message hot path about
-    1.5 µs of 1.1 (`python -m bench.micro`, "envelope"), 10 % of the minimal server's CPU per
-    message in the many-rooms case. tests/bench/test_minimal_server.py pins both to the same
-    bytes.
+    checks, kept inline on purpose: `split_envelope` also parses the id into a key, decodes and
+    re-encodes it and copies the log once more, about 2.5 times this parse (`python -m
+    bench.micro --only envelope` has the figures). In the many-rooms case, one message per two
+    deliveries, that is more than the run-to-run noise of the reference limit.
+    tests/bench/test_minimal_server.py pins both to the same bytes.
     """
     if payload.startswith(ENVELOPE):
         end = payload.find(b'",', 7, 60)
