@@ -103,6 +103,13 @@ class Step:
         """Other processes loaded a core enough to matter."""
         return max(self.other_server_core, self.other_client_core) >= NOISY
 
+    @property
+    def lost(self) -> bool:
+        """A stream was closed, or logs were still missing once the backlog had drained."""
+        if self.dead_streams:
+            return True
+        return not self.complete and (self.delivered_after_drain or 0) < self.expected
+
     def line(self) -> str:
         """The progress line of this step."""
         lat = f" p99 {self.latency.p99_ms:7.1f} ms" if self.latency else ""
@@ -173,9 +180,4 @@ class Run:
     @property
     def lost(self) -> bool:
         """Whether any stream missed a log for good in any step (late logs are not lost)."""
-        for s in self.steps:
-            if s.dead_streams:
-                return True
-            if not s.complete and (s.delivered_after_drain or 0) < s.expected:
-                return True
-        return False
+        return any(s.lost for s in self.steps)

@@ -178,7 +178,7 @@ def detail_table(runs: Sequence[Run]) -> str:
 
 
 def _cores(step: Step | None) -> str:
-    if step is None:
+    if step is None or not step.cores:
         return MISSING
     return " / ".join(f"{step.cores.get(c, 0.0):.0%}" for c in sorted(step.cores))
 
@@ -251,14 +251,20 @@ def workers_table(runs: Sequence[Run]) -> str | None:
         p1, p2 = one.peak, two.peak
         peak_ratio = p2.achieved / p1.achieved if p1 and p2 and p1.achieved else math.nan
         c_s, c_l, bound = two_core_bound(one)
-        lines.append(
-            f"- {one.case}: WORKERS={two.workers} / WORKERS=1 = **{fmt(ratio, '.2f')}x** max "
-            f"sustained, {fmt(peak_ratio, '.2f')}x peak achieved. At WORKERS=1's max the server "
-            f"used {fmt(c_s, '.3f')} µs and the client side {fmt(c_l, '.3f')} µs of CPU per "
-            f"delivery: two cores shared by both give at most 2 / (c_s + c_l) ≈ "
-            f"{fmt(bound, ',.0f')}/s ({fmt(bound / one.best if one.best else math.nan, '.2f')}x), "
-            "if the costs per delivery stay the same."
-        )
+        line = f"- {one.case}: WORKERS={two.workers} / WORKERS=1 = **{fmt(ratio, '.2f')}x** max "
+        line += "sustained"
+        if not math.isnan(peak_ratio):
+            line += f", {fmt(peak_ratio, '.2f')}x peak achieved"
+        line += "."
+        if not math.isnan(bound):
+            line += (
+                f" At WORKERS=1's max the server used {fmt(c_s, '.3f')} µs and the client side "
+                f"{fmt(c_l, '.3f')} µs of CPU per delivery: two cores shared by both give at "
+                f"most 2 / (c_s + c_l) ≈ {fmt(bound, ',.0f')}/s "
+                f"({fmt(bound / one.best if one.best else math.nan, '.2f')}x), "
+                "if the costs per delivery stay the same."
+            )
+        lines.append(line)
     return "\n".join([*table(head, rows), "", *lines])
 
 
@@ -269,8 +275,10 @@ def compare_markdown(
     key_case: str,
     rooms_case: str | None,
     stream_query: str,
+    every_case: bool = True,
 ) -> str:
-    """`key_case` names the summary's columns (1x1000, or 1x1000-filtered)."""
+    """`key_case` names the summary's columns (1x1000, or 1x1000-filtered); `every_case`: the
+    table of every case and system (the journal leaves it out for published numbers)."""
     parts = ["### Summary", "", summary_table(runs, cases, key_case), "", "### Targets", ""]
     if stream_query:
         parts.append(
@@ -283,7 +291,8 @@ def compare_markdown(
     workers = workers_table(runs)
     if workers:
         parts += ["", "### WORKERS=2 against WORKERS=1", "", workers]
-    parts += ["", "### Every case", "", detail_table(runs)]
+    if every_case:
+        parts += ["", "### Every case", "", detail_table(runs)]
     notes = [f"- {r.case} {r.label}: {'; '.join(r.notes)}" for r in runs if r.notes and not r.error]
     notes += [f"- {r.case} {r.label}: setup failed: {r.error}" for r in runs if r.error]
     if notes:

@@ -86,7 +86,7 @@ def _latency(raw: dict[str, Any] | None) -> Latency | None:
     if raw is None:
         return None
     return Latency(
-        samples=raw["samples"],
+        samples=raw.get("samples", 0),
         **{k: _nan(raw.get(k)) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
     )
 
@@ -96,13 +96,17 @@ _STEP_FLOATS = {
     "publish_rate", "server_core", "loadgen_core", "redis_core", "other_server_core",
     "other_client_core", "reads_per_delivery",
 }  # fmt: skip
+_STEP_COUNTS = {"sent": 0, "expected": 0, "delivered": 0, "dead_streams": 0}
 _RUN_FLOATS = {"connect_s", "rss_per_stream_kib", "idle_server_core", "latency_rate_logs"}
 
 
 def _step(raw: dict[str, Any] | None) -> Step | None:
+    """A step of a result, or of a journal entry, whose steps keep only what the tables read
+    (a field that is not there was not kept: a count of 0, a share not measured)."""
     if raw is None:
         return None
     fields = {k: v for k, v in raw.items() if k in Step.__dataclass_fields__}
+    fields = {"complete": False, "sustained": False, **_STEP_COUNTS, **fields}
     for k in _STEP_FLOATS:
         # null was NaN or infinity (a lag that never ended): both read as "not measured".
         fields[k] = _nan(fields.get(k))

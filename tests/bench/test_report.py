@@ -8,52 +8,12 @@ from dataclasses import asdict, replace
 
 import orjson
 
-from bench.records import Case, Latency, Run
+from bench.records import Latency
 from bench.report import compare_markdown, fanout_markdown, summary_table
 from bench.results import json_safe, load_runs
 from bench.targets import targets, targets_table
 
-from .steps import make_step
-
-CASES = [Case("1x1000", 1, 1000), Case("10x2", 10, 2), Case("idle", 1, 500, idle=True)]
-
-
-def run(system: str, case: str, best: float | None, **fields: object) -> Run:
-    label = {"roomlogs": "roomlogs", "minimal": "minimal uvloop server", "nchan": "nchan"}[system]
-    rooms, per_room = (10, 2) if case == "10x2" else (1, 1000 if case == "1x1000" else 500)
-    r = Run(
-        system=system,
-        label=label,
-        case=case,
-        rooms=rooms,
-        per_room=per_room,
-        streams=rooms * per_room,
-        limit="server CPU",
-        rss_per_stream_kib=2.0,
-        redis_subscriptions=None if system == "nchan" else 1,
-    )
-    if best is not None:
-        r.max_sustained = make_step(achieved=best)
-        r.steps = [r.max_sustained]
-        r.latency_step = make_step(server_cpu_us_per_delivery=7.0, rate_logs=20.0)
-        r.latency_rate_logs = 20.0
-    for key, value in fields.items():
-        setattr(r, key, value)
-    return r
-
-
-def sample_runs() -> list[Run]:
-    return [
-        run("roomlogs", "1x1000", 4_000_000),
-        run("minimal", "1x1000", 5_000_000),
-        run("nchan", "1x1000", 200_000),
-        run("roomlogs", "10x2", 80_000),
-        run("minimal", "10x2", 120_000, notes=["other processes used up to 20% of a core"]),
-        run("nchan", "10x2", 60_000),
-        run("roomlogs", "idle", None, rss_per_stream_kib=1.8),
-        run("minimal", "idle", None, rss_per_stream_kib=1.4),
-        run("nchan", "idle", None, rss_per_stream_kib=10.0),
-    ]
+from .samples import CASES, make_step, run, sample_runs
 
 
 def test_fanout_table() -> None:

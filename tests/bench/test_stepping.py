@@ -11,7 +11,7 @@ from bench.records import Run, Step
 from bench.stepping import LOST_NOTE, Rules, find_max, first_rate
 from bench.verdicts import Cores
 
-from .steps import make_step
+from .samples import make_step
 
 PINNED = Cores(server=[0], client=1)
 

@@ -6,7 +6,7 @@ import pytest
 
 from bench.verdicts import Cores, bottleneck
 
-from .steps import make_step
+from .samples import make_step
 
 PINNED = Cores(server=[0], client=1)
 UNPINNED = Cores(server=None, client=None)
