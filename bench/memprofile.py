@@ -137,7 +137,8 @@ def report(
 
 
 def _short(filename: str) -> str:
-    for marker in ("/site-packages/", f"{ROOT}/", "/lib/python3"):
+    lib = f"/lib/python{sys.version_info.major}.{sys.version_info.minor}/"
+    for marker in ("/site-packages/", f"{ROOT}/", lib):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename
