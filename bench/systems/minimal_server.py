@@ -33,7 +33,9 @@ from urllib.parse import urlsplit
 
 import hiredis
 
-PATTERN: Final = b"room:*:logs"
+from service.broker.keys import PLAIN
+
+PATTERN: Final = PLAIN.pattern.encode()
 PREFIX: Final = b"/api/v1/rooms/"
 SUFFIX: Final = b"/logs"
 ENVELOPE: Final = b'{"id":"'
@@ -143,7 +145,8 @@ class RedisFanout(asyncio.Protocol):
             if msg is False:
                 break
             if msg[0] == b"pmessage":
-                # room:{id}:logs -> id
+                # PLAIN.channel(id) is room:{id}:logs -> id, sliced here (once per message)
+                # rather than through keys.room_from_channel's checks.
                 room = msg[2][5:-5]
                 frames = batch.get(room)
                 if frames is None:

@@ -21,6 +21,8 @@ from starlette.applications import Starlette  # type: ignore[import-not-found, u
 from starlette.requests import Request  # type: ignore[import-not-found, unused-ignore]
 from starlette.routing import Route  # type: ignore[import-not-found, unused-ignore]
 
+from service.broker.keys import PLAIN
+
 # Each pub/sub holds a pooled connection for the stream's lifetime, and redis-py's asyncio pool
 # allows 100 connections unless told otherwise: the 101st stream would fail. Raised, as anyone
 # running this pattern for more than a hundred viewers has to.
@@ -34,7 +36,7 @@ async def room_logs(request: Request) -> EventSourceResponse:
 
     async def events() -> AsyncIterator[dict[str, str]]:
         pubsub = redis.pubsub()
-        await pubsub.subscribe(f"room:{room}:logs")
+        await pubsub.subscribe(PLAIN.channel(room))
         try:
             yield {"event": "connected", "data": '{"ok":true}'}
             async for message in pubsub.listen():

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from bench.systems.minimal_server import frame
+from service.broker.keys import PLAIN, room_from_channel
 from service.broker.script import envelope, split_envelope
 from service.events import log_frame
 
@@ -24,3 +25,9 @@ def test_a_foreign_payload_is_framed_without_an_id() -> None:
     payload = b'{"level":"info"}'
     assert split_envelope(payload)[0] is None
     assert frame(payload) == log_frame(None, payload)
+
+
+def test_the_room_is_the_slice_of_its_channel() -> None:
+    channel = PLAIN.channel("a-room_1").encode()
+    assert channel[5:-5] == b"a-room_1"  # what the minimal server's reader takes
+    assert room_from_channel(channel) == "a-room_1"
