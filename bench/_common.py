@@ -3,6 +3,7 @@ of the verdicts, and the progress line."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ POLL: Final = 0.02  # seconds between checks while waiting for deliveries
 SATURATED: Final = 0.90  # a core this busy is treated as saturated
 OWN_SHARE: Final = 0.75  # ...by our own processes when they used at least this much of it
 NOISY: Final = 0.15  # other processes using this much of a core make a step noisy
+MISSING: Final = "n/a"  # a table cell that was not measured
 
 # Where progress lines go (stderr: stdout carries the Markdown tables).
 Say = Callable[[str], None]
@@ -30,6 +32,11 @@ class SetupError(RuntimeError):
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """`value` formatted, or n/a when it was not measured (None, NaN)."""
+    return MISSING if value is None or math.isnan(value) else format(value, spec)
 
 
 def shown(path: Path) -> Path:

@@ -27,11 +27,10 @@ from typing import Any, Final
 
 import orjson
 
-from ._common import ROOT, shown
-from .records import Case, Run
+from ._common import MISSING, ROOT, fmt, shown
+from .records import Case, Run, find_run
 from .report import compare_markdown, fanout_markdown, table
 from .results import load_runs
-from .targets import MISSING, find_run, fmt
 
 JOURNAL_DIR: Final = ROOT / "bench" / "journal"
 PAGE: Final = ROOT / "docs" / "benchmarks.md"

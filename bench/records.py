@@ -181,3 +181,10 @@ class Run:
     def lost(self) -> bool:
         """Whether any stream missed a log for good in any step (late logs are not lost)."""
         return any(s.lost for s in self.steps)
+
+
+def find_run(runs: Sequence[Run], system: str, case: str) -> Run | None:
+    for r in runs:
+        if r.system == system and r.case == case:
+            return r
+    return None

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from .records import Case, Latency, Run, Step
-from .targets import MISSING, find_run, fmt, targets, targets_table
+from ._common import MISSING, fmt
+from .records import Case, Latency, Run, Step, find_run
+from .targets import targets, targets_table
 
 ORDER = ("roomlogs", "minimal", "nchan", "tutorial")  # the systems' order in the tables
 

@@ -7,21 +7,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .records import Run
-
-MISSING = "n/a"
-
-
-def fmt(value: float | None, spec: str) -> str:
-    """`value` formatted, or n/a when it was not measured (None, NaN)."""
-    return MISSING if value is None or math.isnan(value) else format(value, spec)
-
-
-def find_run(runs: Sequence[Run], system: str, case: str) -> Run | None:
-    for r in runs:
-        if r.system == system and r.case == case:
-            return r
-    return None
+from ._common import MISSING, fmt
+from .records import Run, find_run
 
 
 @dataclass
