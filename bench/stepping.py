@@ -1,5 +1,5 @@
-"""The rate search both commands use: one rate step, the stepping and bisection to the maximum
-sustained rate, and the verdict on what limited it.
+"""The rate search both commands use: one rate step, and the stepping and bisection to the
+maximum sustained rate (what limited it is `verdicts.bottleneck`).
 
 A step publishes at a fixed rate for `step_seconds`, then waits for every stream to have every
 log of its room. It is **sustained** when every stream got every log, none was closed, the last
@@ -8,8 +8,9 @@ that), and the p99 latency on the sampled streams stayed within `max_p99_ms`.
 
 `find_max` multiplies the offered deliveries/s by `growth` until a step fails, then bisects
 between the best sustained and the lowest failed rate until they are within `resolution`, in at
-most `max_steps` steps. A failed step during which other processes loaded a core is run once
-more, after waiting for quiet cores.
+most `max_steps` steps; when the first step fails it divides instead, down to a couple of logs
+per step. A failed step during which other processes loaded a core is run once more, after
+waiting for quiet cores. A step that lost logs or closed streams ends the search.
 """
 
 from __future__ import annotations
