@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -42,6 +43,17 @@ def proc_cpu_seconds(pid: int) -> float:
     raw = Path(f"/proc/{pid}/stat").read_text()
     fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """When a process started (clock ticks since boot): tells it from a later one with its pid.
+    None when it is gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def proc_rss_kib(pid: int) -> int:
@@ -161,6 +173,26 @@ def raise_nofile(needed: int) -> int:
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         return hard
+
+
+def stop_leftovers(started: dict[int, int | None], grace: float = 2.0) -> list[int]:
+    """Processes of a stopped tree (`started`: pid → `proc_start_ticks`) that are still running
+    after `grace` seconds: SIGTERM, then SIGKILL after 3 s. Returns their pids."""
+
+    def running() -> list[int]:
+        return [p for p, t in started.items() if t is not None and proc_start_ticks(p) == t]
+
+    deadline = time.monotonic() + grace
+    while (left := running()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 1.0)):
+        for pid in running():
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return left
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -93,7 +93,11 @@ async def measure_case(
         run.limit = "setup failed"
         say(f"  {system.key}: {exc}")
     finally:
-        system.stop()
+        left = system.stop()
+        if left:
+            note = f"{len(left)} of its processes outlived its stop and were killed: {left}"
+            run.notes.append(note)
+            say(f"  {system.key}: {note}")
         with contextlib.suppress(Exception):
             await flush_redis(redis.url)
     return run

@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._common import HOST, ROOT, SetupError
-from .._procs import free_port, pinned, stop_process, tree_cpu_seconds, tree_pids, tree_rss_kib
+from .._procs import (
+    free_port,
+    pinned,
+    proc_start_ticks,
+    stop_leftovers,
+    stop_process,
+    tree_cpu_seconds,
+    tree_pids,
+    tree_rss_kib,
+)
 from ..publishers import Feed, ScriptFeed
 from ..reader import LF_CONNECTED, Framing
 
@@ -64,6 +73,7 @@ class System:
         self.log_path = workdir / f"{self.key}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._pids: list[int] = []
+        self._started: dict[int, int | None] = {}  # pid → its start time, to stop leftovers
 
     # -- what each system defines ---------------------------------------------------------
 
@@ -140,6 +150,7 @@ class System:
             if await self.ready():
                 await asyncio.sleep(0.3)
                 self._pids = tree_pids(self.proc.pid)
+                self._started = {pid: proc_start_ticks(pid) for pid in self._pids}
                 return
             await asyncio.sleep(0.05)
         raise SetupError(f"{self.key} not ready within {limit_s:g} s: {self.output_tail()}")
@@ -155,7 +166,14 @@ class System:
     def rss_kib(self) -> int:
         return tree_rss_kib(self._pids)
 
-    def stop(self) -> None:
+    def stop(self) -> list[int]:
+        """Stop the tree's root, then whatever of the tree outlived it (a worker its supervisor
+        did not stop would hold its Redis subscription and CPU into the next case). Returns
+        the pids of those leftovers."""
         if self.proc is not None:
             stop_process(self.proc, 15)
+            self._started.pop(self.proc.pid, None)
         self.proc = None
+        left = stop_leftovers(self._started)
+        self._started = {}
+        return left
