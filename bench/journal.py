@@ -198,16 +198,19 @@ def _ratio(runs: Sequence[Run], case: str | None, ref: str, value: str) -> float
 
 
 def history(entries: Sequence[Entry]) -> list[str]:
+    """One line per `bench.compare` run: the key case (1 room x 1,000 in a full run) and the
+    many-rooms case (1,000 x 2) against the peers."""
     head = [
         "run",
         "service",
-        "roomlogs 1 room x 1,000: deliveries/s",
+        "cases",
+        "roomlogs deliveries/s, key case",
         "÷ minimal",
         "÷ nchan",
         "p99 ÷ minimal",
-        "1,000 rooms x 2 ÷ minimal",
+        "many rooms ÷ minimal",
         "KiB / idle stream",
-        "WORKERS=2 ÷ 1, 1 x 1,000",
+        "WORKERS=2 ÷ 1, key case",
         "what",
     ]
     rows = []
@@ -222,6 +225,7 @@ def history(entries: Sequence[Entry]) -> list[str]:
             [
                 e.when,
                 e.service,
+                " · ".join(c for c in (key, e.rooms_case) if c) if runs else "",
                 fmt(mine.best, ",.0f") if mine else MISSING,
                 fmt(_ratio(runs, key, "minimal", "best"), ".2f"),
                 fmt(_ratio(runs, key, "nchan", "best"), ".1f"),

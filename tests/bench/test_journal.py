@@ -61,10 +61,8 @@ def test_an_entry_renders_the_tables_of_its_result(tmp_path: Path) -> None:
         entry.runs, CASES, key_case="1x1000", rooms_case="10x2", stream_query=""
     ) == compare_markdown(runs, CASES, key_case="1x1000", rooms_case="10x2", stream_query="")
     page = render([entry])
-    assert (
-        "| 2026-12-02 12:00 UTC | `abcdef0` | 4,000,000 | 0.80 | 20.0 | 1.00 | 0.667 | 1.8 |"
-        in (page)
-    )
+    history = "| 2026-12-02 12:00 UTC | `abcdef0` | 1x1000 · 10x2 | 4,000,000 | 0.80 | 20.0 |"
+    assert history + " 1.00 | 0.667 | 1.8 |" in page
     assert "## 2026-12-02 12:00 UTC: t" in page
 
 
