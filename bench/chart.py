@@ -17,13 +17,14 @@ from typing import Any, Final
 
 import orjson
 
+from .report import ORDER
+
 STYLE: Final = {
     "roomlogs": ("tab:blue", "o"),
     "minimal": ("tab:green", "s"),
     "nchan": ("tab:orange", "^"),
     "tutorial": ("tab:red", "v"),
 }
-ORDER: Final = ("roomlogs", "minimal", "nchan", "tutorial")
 
 
 def _series(runs: Sequence[dict[str, Any]], system: str, value: str) -> list[tuple[int, float]]:

@@ -26,7 +26,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-ROOT: Final = Path(__file__).resolve().parent.parent
+from ._common import ROOT
+
 SNAPSHOT_ENV: Final = "ROOMLOGS_MEMPROFILE_DIR"
 
 
@@ -50,8 +51,10 @@ def _child() -> None:
 async def _drive(args: argparse.Namespace) -> int:
     from service.auth import mint_token
 
-    from .fanout import SECRET, PrivateRedis, Recorder, proc_rss_kib
-    from .loadgen import Pool
+    from ._common import SECRET
+    from ._procs import proc_rss_kib
+    from ._redis import PrivateRedis
+    from .reader import Pool, Recorder
     from .systems import Roomlogs
 
     with tempfile.TemporaryDirectory(prefix="roomlogs-mem-") as tmp:
@@ -134,7 +137,8 @@ def report(
 
 
 def _short(filename: str) -> str:
-    for marker in ("/site-packages/", "/work/main/", "/lib/python3"):
+    lib = f"/lib/python{sys.version_info.major}.{sys.version_info.minor}/"
+    for marker in ("/site-packages/", f"{ROOT}/", lib):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename

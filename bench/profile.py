@@ -24,16 +24,15 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
 
 from service.auth import mint_token
 
-from .compare import _rooms
-from .fanout import SECRET, LogFactory, PrivateRedis, Recorder
-from .loadgen import Pool, publish_at
+from ._common import RESULTS_DIR, ROOT, SECRET, shown
+from ._redis import PrivateRedis
+from .cases import parse_rooms
+from .publishers import LogFactory, publish_at
+from .reader import Pool, Recorder
 from .systems import SYSTEMS
-
-ROOT: Final = Path(__file__).resolve().parent.parent
 
 
 def summarise(path: Path, top: int) -> str:
@@ -64,7 +63,7 @@ def summarise(path: Path, top: int) -> str:
 
 def _short(frame: str) -> str:
     # py-spy raw frames: "function (path/to/file.py:line)"
-    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "python3.11/"):
         frame = frame.replace(marker, "").replace("/usr/lib/" + marker, "")
     if "(" in frame:
         name, _, where = frame.partition(" (")
@@ -76,7 +75,7 @@ def _short(frame: str) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     rooms_n, per_room = args.case
-    out_dir = ROOT / "bench" / "results"
+    out_dir = RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = out_dir / f"profile-{args.system}-{rooms_n}x{per_room}-{stamp}.txt"
@@ -98,10 +97,10 @@ async def run(args: argparse.Namespace) -> int:
 
         pool = Pool(system.port, rooms, request, system.framing, rec)
         await pool.open(per_room, concurrency=100, sampled=0)
-        publisher = system.publisher(rooms)
+        feed = system.feed(rooms)
         logs = LogFactory(256)
         rate = args.deliveries / per_room
-        await publish_at(publisher, logs, rooms_n, rate, max(rooms_n, int(rate)), 2.0)  # warm
+        await publish_at(feed, logs, rooms_n, rate, max(rooms_n, int(rate)), 2.0)  # warm
         spy = _py_spy()
         assert spy is not None  # checked in main()
         argv = [
@@ -119,7 +118,7 @@ async def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         cpu0 = system.cpu_seconds()
         sent = await publish_at(
-            publisher, logs, rooms_n, rate, int(rate * args.seconds), args.seconds * 2
+            feed, logs, rooms_n, rate, int(rate * args.seconds), args.seconds * 2
         )
         await asyncio.sleep(0.5)
         cpu = system.cpu_seconds() - cpu0
@@ -129,7 +128,7 @@ async def run(args: argparse.Namespace) -> int:
             _, err = await spy_proc.communicate()
         if spy_proc.returncode != 0:
             print(err.decode(errors="replace")[-2000:], file=sys.stderr)
-        await publisher.close()
+        await feed.close()
         await pool.close()
     finally:
         system.stop()
@@ -141,7 +140,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     if out.exists():
         print(summarise(out, args.top))
-        print(f"\ncollapsed stacks: {out.relative_to(ROOT)}")
+        print(f"\ncollapsed stacks: {shown(out)}")
     return 0
 
 
@@ -153,7 +152,7 @@ def _py_spy() -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument("--system", choices=sorted(SYSTEMS), default="roomlogs")
-    p.add_argument("--case", type=_rooms, default=(1, 1000), help="ROOMSxSTREAMS, e.g. 1000x2")
+    p.add_argument("--case", type=parse_rooms, default=(1, 1000), help="ROOMSxSTREAMS, e.g. 1000x2")
     p.add_argument("--deliveries", type=float, default=20000, help="deliveries/s")
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples/s")

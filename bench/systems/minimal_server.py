@@ -1,6 +1,6 @@
 """The reference limit: a minimal uvloop SSE fan-out server, with no framework at all.
 
-    python -m bench.minimal --port 8099 --redis-url redis://127.0.0.1:6379/0
+    python -m bench.systems.minimal_server --port 8099 --redis-url redis://127.0.0.1:6379/0
 
 What it does, and nothing more:
 
@@ -33,7 +33,9 @@ from urllib.parse import urlsplit
 
 import hiredis
 
-PATTERN: Final = b"room:*:logs"
+from service.broker.keys import PLAIN
+
+PATTERN: Final = PLAIN.pattern.encode()
 PREFIX: Final = b"/api/v1/rooms/"
 SUFFIX: Final = b"/logs"
 ENVELOPE: Final = b'{"id":"'
@@ -53,7 +55,15 @@ Rooms = dict[bytes, set[asyncio.Transport]]
 
 def frame(payload: bytes) -> bytes:
     """The SSE frame of one published log; the publish script's `{"id":"…",` envelope becomes
-    the `id:` line, as roomlogs does, so both write the same bytes."""
+    the `id:` line, as roomlogs does, so both write the same bytes.
+
+    This is `service.broker.script.split_envelope` + `service.events.log_frame` without their
+    checks, kept inline on purpose: `split_envelope` also parses the id into a key, decodes and
+    re-encodes it and copies the log once more, about 2.5 times this parse (`python -m
+    bench.micro --only envelope` has the figures). In the many-rooms case, one message per two
+    deliveries, that is more than the run-to-run noise of the reference limit.
+    tests/bench/test_minimal_server.py pins both to the same bytes.
+    """
     if payload.startswith(ENVELOPE):
         end = payload.find(b'",', 7, 60)
         if end > 0:
@@ -135,7 +145,8 @@ class RedisFanout(asyncio.Protocol):
             if msg is False:
                 break
             if msg[0] == b"pmessage":
-                # room:{id}:logs -> id
+                # PLAIN.channel(id) is room:{id}:logs -> id, sliced here (once per message)
+                # rather than through keys.room_from_channel's checks.
                 room = msg[2][5:-5]
                 frames = batch.get(room)
                 if frames is None:
@@ -199,7 +210,7 @@ async def serve(host: str, port: int, redis_url: str, max_buffer: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.minimal", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.systems.minimal_server", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--redis-url", required=True)

@@ -1,6 +1,6 @@
 """The tutorial pattern: sse-starlette under uvicorn, one Redis subscription per stream.
 
-    REDIS_URL=redis://127.0.0.1:6379/0 uvicorn bench.tutorial:app --port 8098
+    REDIS_URL=redis://127.0.0.1:6379/0 uvicorn bench.systems.tutorial_server:app --port 8098
 
 This is how the pattern is usually written (and how the NestJS original worked): each SSE
 request opens its own redis-py pub/sub connection, `SUBSCRIBE`s to its room's channel, and
@@ -21,6 +21,8 @@ from starlette.applications import Starlette  # type: ignore[import-not-found, u
 from starlette.requests import Request  # type: ignore[import-not-found, unused-ignore]
 from starlette.routing import Route  # type: ignore[import-not-found, unused-ignore]
 
+from service.broker.keys import PLAIN
+
 # Each pub/sub holds a pooled connection for the stream's lifetime, and redis-py's asyncio pool
 # allows 100 connections unless told otherwise: the 101st stream would fail. Raised, as anyone
 # running this pattern for more than a hundred viewers has to.
@@ -34,7 +36,7 @@ async def room_logs(request: Request) -> EventSourceResponse:
 
     async def events() -> AsyncIterator[dict[str, str]]:
         pubsub = redis.pubsub()
-        await pubsub.subscribe(f"room:{room}:logs")
+        await pubsub.subscribe(PLAIN.channel(room))
         try:
             yield {"event": "connected", "data": '{"ok":true}'}
             async for message in pubsub.listen():
