@@ -157,6 +157,18 @@ def socket_count(pid: int, inodes: set[int]) -> int:
     return count
 
 
+def pin_load_generator(server_cpu: int | None, client_cpu: int) -> str | None:
+    """Pin this process (the load generator) to `client_cpu`, apart from the server's core;
+    what is wrong with the choice, or None (also when pinning is off: `server_cpu` None)."""
+    if server_cpu is None:
+        return None
+    cpus = os.sched_getaffinity(0)
+    if not {server_cpu, client_cpu} <= cpus or server_cpu == client_cpu:
+        return f"need two distinct cores among {sorted(cpus)}; or use --no-pin"
+    os.sched_setaffinity(0, {client_cpu})
+    return None
+
+
 def raise_nofile(needed: int) -> int:
     """Raise RLIMIT_NOFILE towards `needed` (children inherit it): the soft limit up to the
     hard one, and as root the hard one too. Returns the soft limit reached, which the caller

@@ -45,7 +45,7 @@ from typing import Final
 import orjson
 
 from ._common import RESULTS_DIR, ROOT, SetupError, say, shown
-from ._procs import raise_nofile
+from ._procs import pin_load_generator, raise_nofile
 from ._redis import PrivateRedis
 from .cases import (
     case_name,
@@ -195,30 +195,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def phases(args: argparse.Namespace) -> Phases:
-    return Phases(
-        payload_bytes=args.payload_bytes,
-        connect_concurrency=args.connect_concurrency,
-        connect_limit_s=15,
-        sampled_streams=args.sampled_streams,
-        settle=args.settle,
-        latency_deliveries=args.latency_deliveries,
-        latency_load=args.latency_load,
-        latency_seconds=args.latency_seconds,
-    )
-
-
-def rules(args: argparse.Namespace) -> Rules:
-    return Rules(
-        step_seconds=args.step_seconds,
-        growth=args.growth,
-        resolution=args.resolution,
-        max_steps=args.max_steps,
-        max_p99_ms=args.max_p99_ms,
-        stop_at_client_limit=False,
-    )
-
-
 def write(path: Path, runs: Sequence[Run], args: argparse.Namespace) -> None:
     key_case = f"1x{args.key_streams}"
     found = [] if args.stream_query else targets(runs, key_case, rooms_case(args))
@@ -233,8 +209,8 @@ class Comparison:
         self.redis = redis
         cores = [c for c in (args.server_cpu, args.client_cpu) if c is not None]
         self.quiet = QuietCores(cores, args.quiet_wait, args.quiet_budget)
-        self.phases = phases(args)
-        self.rules = rules(args)
+        self.phases = Phases.from_args(args, connect_limit_s=15)
+        self.rules = Rules.from_args(args, stop_at_client_limit=False)
 
     async def case(self, key: str, case: Case, start: float) -> Run:
         args = self.args
@@ -340,14 +316,13 @@ async def amain(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cpus = os.sched_getaffinity(0)
-    if args.server_cpu is not None:
-        if not {args.server_cpu, args.client_cpu} <= cpus or args.server_cpu == args.client_cpu:
-            say(f"setup failed: need two distinct cores among {sorted(cpus)}; or use --no-pin")
-            return 1
-        if args.workers_cpus and not set(args.workers_cpus) <= cpus:
-            say(f"setup failed: --workers-cpus must be among {sorted(cpus)}")
-            return 1
-        os.sched_setaffinity(0, {args.client_cpu})
+    if args.server_cpu is not None and args.workers_cpus and not set(args.workers_cpus) <= cpus:
+        say(f"setup failed: --workers-cpus must be among {sorted(cpus)}")
+        return 1
+    problem = pin_load_generator(args.server_cpu, args.client_cpu)
+    if problem is not None:
+        say(f"setup failed: {problem}")
+        return 1
     # Client sockets, plus (the tutorial pattern) as many Redis connections in redis-server.
     biggest = max([args.idle, *args.streams, args.rooms[0] * args.rooms[1] if args.rooms else 0])
     needed = biggest * 2 + 4096

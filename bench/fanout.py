@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from ._common import RESULTS_DIR, ROOT, SetupError, say, shown
-from ._procs import raise_nofile
+from ._procs import pin_load_generator, raise_nofile
 from ._redis import PrivateRedis
 from .cases import parse_counts
 from .measure import Phases, measure_case, new_run
@@ -109,24 +108,8 @@ async def measure_all(args: argparse.Namespace, redis: PrivateRedis, workdir: Pa
     """One fresh service per N, in order; stops at the first N whose setup failed."""
     cores = [c for c in (args.server_cpu, args.client_cpu) if c is not None]
     quiet = QuietCores(cores, args.quiet_wait, args.quiet_budget)
-    phases = Phases(
-        payload_bytes=args.payload_bytes,
-        connect_concurrency=args.connect_concurrency,
-        connect_limit_s=10,
-        sampled_streams=args.sampled_streams,
-        settle=args.settle,
-        latency_deliveries=args.latency_deliveries,
-        latency_load=args.latency_load,
-        latency_seconds=args.latency_seconds,
-    )
-    rules = Rules(
-        step_seconds=args.step_seconds,
-        growth=args.growth,
-        resolution=args.resolution,
-        max_steps=args.max_steps,
-        max_p99_ms=args.max_p99_ms,
-        stop_at_client_limit=True,
-    )
+    phases = Phases.from_args(args, connect_limit_s=10)
+    rules = Rules.from_args(args, stop_at_client_limit=True)
     server = None if args.server_cpu is None else [args.server_cpu]
     runs: list[Run] = []
     previous: float | None = None
@@ -187,12 +170,10 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cpus = os.sched_getaffinity(0)
-    if args.server_cpu is not None:
-        if not {args.server_cpu, args.client_cpu} <= cpus or args.server_cpu == args.client_cpu:
-            say(f"setup failed: need two distinct cores among {sorted(cpus)}; or use --no-pin")
-            return 1
-        os.sched_setaffinity(0, {args.client_cpu})
+    problem = pin_load_generator(args.server_cpu, args.client_cpu)
+    if problem is not None:
+        say(f"setup failed: {problem}")
+        return 1
     needed = max(args.streams) * 2 + 1024
     limit = raise_nofile(needed)
     if limit < needed:

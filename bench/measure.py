@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -48,6 +49,19 @@ class Phases:
     latency_deliveries: float  # the latency phase's deliveries/s…
     latency_load: float  # …at most this share of the max sustained
     latency_seconds: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, *, connect_limit_s: float) -> Phases:
+        return cls(
+            payload_bytes=args.payload_bytes,
+            connect_concurrency=args.connect_concurrency,
+            connect_limit_s=connect_limit_s,
+            sampled_streams=args.sampled_streams,
+            settle=args.settle,
+            latency_deliveries=args.latency_deliveries,
+            latency_load=args.latency_load,
+            latency_seconds=args.latency_seconds,
+        )
 
 
 def new_run(system: System, case: Case, pinning: str) -> Run:

@@ -15,6 +15,7 @@ waiting for quiet cores. A step that lost logs or closed streams ends the search
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from array import array
@@ -43,6 +44,18 @@ class Rules:
     # (a step beyond measures the client); bench.compare steps on, since the systems coalesce
     # differently and a cut there would rank them by what they cost the client.
     stop_at_client_limit: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, *, stop_at_client_limit: bool) -> Rules:
+        """From both commands' flags of the same names."""
+        return cls(
+            step_seconds=args.step_seconds,
+            growth=args.growth,
+            resolution=args.resolution,
+            max_steps=args.max_steps,
+            max_p99_ms=args.max_p99_ms,
+            stop_at_client_limit=stop_at_client_limit,
+        )
 
 
 class Stepper(Protocol):
