@@ -1,29 +1,41 @@
+"""Fixtures only (and the hook that marks the tiers); the helpers live in `tests.support`."""
+
 from __future__ import annotations
 
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from service.app import create_app
-from service.auth import mint_token
-from service.settings import Settings
 from service.state import STATE
+from tests.support.factories import (
+    SECRET,
+    Client,
+    ClientFactory,
+    MakeClient,
+    StartService,
+    settings,
+)
+from tests.support.servers import RedisServer, ServiceProcess
 
-from .support import RedisServer, ServiceProcess
+TESTS = Path(__file__).resolve().parent
+# The tiers that start processes: `-m "not process and not system"` is the fast inner loop.
+TIER_MARKERS = {TESTS / "process": pytest.mark.process, TESTS / "system": pytest.mark.system}
 
-SECRET = "test-secret-that-is-long-enough-for-hs256"
 _rooms = itertools.count()
 
-ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
-StartService = Callable[..., Awaitable[ServiceProcess]]
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by its tier's directory (a test elsewhere is marked where it is)."""
+    for item in items:
+        for directory, marker in TIER_MARKERS.items():
+            if item.path.is_relative_to(directory):
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -49,22 +61,6 @@ def room() -> str:
     return f"test-room-{os.getpid()}-{next(_rooms)}"
 
 
-def token(rooms: Any = "*", publish: Any = "*", ttl: float = 600, **kw: Any) -> str:
-    rooms = [rooms] if isinstance(rooms, str) else rooms
-    publish = [publish] if isinstance(publish, str) else publish
-    return mint_token(SECRET, rooms=rooms, publish=publish, ttl=ttl, **kw)
-
-
-def auth(tok: str | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tok or token()}"}
-
-
-def settings(**kw: Any) -> Settings:
-    base: dict[str, Any] = {"jwt_secret": SECRET, "heartbeat_interval": 30.0}
-    base.update(kw)
-    return Settings(**base)
-
-
 @pytest.fixture(params=["memory", "redis"])
 def broker_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
@@ -75,7 +71,7 @@ def broker_kind(request: pytest.FixtureRequest) -> str:
 def make_client(aiohttp_client: ClientFactory, redis_server: RedisServer) -> MakeClient:
     """An in-process app on pytest-aiohttp's test server; `redis=True` wires the private Redis."""
 
-    async def make(*, redis: bool = False, **kw: Any) -> TestClient[web.Request, web.Application]:
+    async def make(*, redis: bool = False, **kw: Any) -> Client:
         if redis:
             kw.setdefault("redis_url", redis_server.url)
         client = await aiohttp_client(create_app(settings(**kw)))

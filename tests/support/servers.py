@@ -1,0 +1,308 @@
+"""Real servers for the tests, each on a free port and stopped by PID: a private
+redis-server, the service started the production way (`python -m service serve`), and nginx
+with config/nginx.conf. Never a stand-in: a missing Debian package is installed, not skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from tests.support.aio import poll_until
+from tests.support.paths import ROOT
+
+NGINX_CONF: Final = ROOT / "config" / "nginx.conf"
+
+
+# -- ports and binaries ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def debian_binary(package: str, *paths: str) -> str:
+    """The first of `paths` (names on PATH or absolute paths) that exists; as root, Debian's
+    `package` is installed with apt when none does. The tests use real servers and browsers,
+    never stand-ins, so a missing one is installed, not skipped."""
+
+    def find() -> str | None:
+        for name in paths:
+            found = shutil.which(name) or (name if os.access(name, os.X_OK) else None)
+            if found:
+                return found
+        return None
+
+    path = find()
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+            check=True,
+            env=env,
+        )
+        path = find()
+    if path is None:
+        raise RuntimeError(f"{paths[0]} is missing: apt-get install {package}")
+    return path
+
+
+# -- redis-server ----------------------------------------------------------------------------------
+
+
+def redis_server_binary() -> str:
+    return debian_binary("redis-server", "redis-server")
+
+
+class RedisServer:
+    """A redis-server of our own on a free port: never the data of an existing Redis."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--loglevel", "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer PING within 10 s")
+
+    def kill(self) -> None:
+        """Stop it by PID, at once (SIGKILL): what an outage looks like to the service."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def cli(self, *args: str) -> str:
+        redis_cli = shutil.which("redis-cli") or "redis-cli"
+        out = subprocess.run(
+            [redis_cli, "-p", str(self.port), *args],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+        return out.stdout.decode()
+
+
+# -- the service -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ServiceProcess:
+    """`python -m service serve`, started the production way, on a free port."""
+
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_path: Path) -> None:
+        self.log_path = log_path
+        env = {**os.environ, **self.env, "PORT": str(self.port), "LISTEN_HOST": "127.0.0.1"}
+        with open(log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "serve"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def wait_healthy(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"service exited: {self.output()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(self.url + "/readyz") as r:
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"service not ready in {timeout}s: {self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+
+# -- nginx -----------------------------------------------------------------------------------------
+
+
+def nginx_binary() -> str:
+    return debian_binary("nginx", "nginx", "/usr/sbin/nginx")
+
+
+def render_nginx_conf(text: str, *, port: int, gateways: Sequence[int]) -> str:
+    """config/nginx.conf for this machine: the `# @listen` line listens on 127.0.0.1:`port`, the
+    `# @upstream` line is repeated once per gateway port with `gateway:8080 resolve` replaced
+    (its max_fails/fail_timeout kept). Nothing else changes."""
+    out: list[str] = []
+    seen = {"listen": 0, "upstream": 0}
+    for line in text.splitlines():
+        code, _, tag = line.partition("# @")
+        tag = tag.strip()
+        if tag == "listen":
+            seen["listen"] += 1
+            indent = code[: len(code) - len(code.lstrip())]
+            out.append(f"{indent}listen 127.0.0.1:{port};")
+        elif tag == "upstream":
+            seen["upstream"] += 1
+            assert "gateway:8080 resolve" in code, line
+            out.extend(
+                code.replace("gateway:8080 resolve", f"127.0.0.1:{gw}").rstrip() for gw in gateways
+            )
+        else:
+            out.append(line)
+    assert seen == {"listen": 1, "upstream": 1}, f"config/nginx.conf markers: {seen}"
+    return "\n".join(out) + "\n"
+
+
+class Nginx:
+    """nginx in the foreground on a free port, its prefix, logs and pid in `workdir`."""
+
+    def __init__(self, workdir: Path, gateways: Sequence[int]) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.conf = workdir / "nginx.conf"
+        self.conf.write_text(
+            render_nginx_conf(NGINX_CONF.read_text(), port=self.port, gateways=gateways)
+        )
+        self.access_log = workdir / "access.log"
+        self.error_log = workdir / "error.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, *extra: str) -> list[str]:
+        directives = f"daemon off; pid {self.workdir}/nginx.pid; error_log stderr;"
+        return [
+            nginx_binary(),
+            "-p",
+            f"{self.workdir}/",
+            "-c",
+            str(self.conf),
+            "-g",
+            directives,
+            *extra,
+        ]
+
+    def check(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
+
+    def start(self) -> None:
+        with open(self.access_log, "ab") as out, open(self.error_log, "ab") as err:
+            # The config logs access to /dev/stdout and errors to /dev/stderr: these files.
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=err)
+
+    async def wait_up(self, timeout: float = 15) -> None:
+        async with aiohttp.ClientSession() as http:
+
+            async def up() -> bool:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"nginx exited: {self.errors()}")
+                try:
+                    async with http.get(self.url + "/nginx-health") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await poll_until(up, timeout=timeout)
+
+    def stop(self) -> None:
+        """By PID: SIGTERM is nginx's fast shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def errors(self) -> str:
+        return self.error_log.read_text()[-3000:] if self.error_log.exists() else ""
+
+    def access_size(self) -> int:
+        """Where the next line will start (the end of the last complete one)."""
+        if not self.access_log.exists():
+            return 0
+        return self.access_log.read_bytes().rfind(b"\n") + 1
+
+    def access_entries(self, since: int = 0) -> list[dict[str, Any]]:
+        """The complete lines after `since`: nginx may be writing the last one right now."""
+        with open(self.access_log, "rb") as f:
+            f.seek(since)
+            data = f.read()
+        data = data[: data.rfind(b"\n") + 1]
+        return [orjson.loads(line) for line in data.splitlines() if line.strip()]
