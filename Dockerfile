@@ -2,7 +2,7 @@
 #   docker build -t roomlogs .
 #   docker run -p 8080:8080 -e REDIS_URL=redis://redis:6379/0 -e JWT_SECRET=… roomlogs
 # Every setting of DESIGN.md is an environment variable; `docker run roomlogs --help` lists the
-# `serve` flags. Checked by hadolint in tests/test_containers.py.
+# `serve` flags. Checked by hadolint in tests/system/test_containers.py.
 FROM python:3.12-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

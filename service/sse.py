@@ -10,7 +10,6 @@ accepts.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -19,7 +18,6 @@ import aiohttp
 import orjson
 
 _BOM: Final = "\ufeff"
-_LINE: Final = re.compile(rb"([^\r\n]*)(\r\n|\r|\n)")
 
 
 def encode(event: str, data: bytes, *, id: str | None = None, retry: int | None = None) -> bytes:
@@ -47,14 +45,28 @@ class Event:
 
 
 class Parser:
-    """Feed it bytes as they arrive; it returns the events completed by them."""
+    """Feed it bytes as they arrive; it returns the events completed by them.
 
-    __slots__ = ("_buf", "_data", "_errors", "_event", "_id", "_last_id", "_lf", "_retry", "_start")
+    Line ends are looked for in each new chunk only: a long line arriving in many small reads
+    costs its length, once.
+    """
+
+    __slots__ = (
+        "_data",
+        "_errors",
+        "_event",
+        "_id",
+        "_last_id",
+        "_lf",
+        "_partial",
+        "_retry",
+        "_start",
+    )
 
     def __init__(self, *, errors: str = "replace") -> None:
         # `errors="strict"` makes invalid UTF-8 raise (the tests' check that a frame is valid).
         self._errors = errors
-        self._buf = b""
+        self._partial: list[bytes] = []  # the pieces of a line whose end has not arrived
         self._start = True  # a BOM is dropped at the very start only
         self._lf = False  # the last read ended in CR: a LF starting the next one ends no line
         self._last_id = ""
@@ -67,27 +79,42 @@ class Parser:
         self._retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
-        if self._lf and chunk.startswith(b"\n"):
+        if not chunk:
+            return []
+        if self._lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._lf = False
-        buf = self._buf + chunk if self._buf else chunk
         events: list[Event] = []
-        end = 0
-        for match in _LINE.finditer(buf):
-            end = match.end()
-            line = match.group(1).decode("utf-8", self._errors)
-            if self._start:
-                line = line.removeprefix(_BOM)
-                self._start = False
+        pos, size = 0, len(chunk)
+        cr, lf = chunk.find(b"\r"), chunk.find(b"\n")
+        while cr >= 0 or lf >= 0:
+            end = cr if lf < 0 or 0 <= cr < lf else lf
+            line = chunk[pos:end]
+            if self._partial:
+                line = b"".join([*self._partial, line])
+                self._partial.clear()
             event = self._line(line)
             if event is not None:
                 events.append(event)
-        if end and buf[end - 1 : end] == b"\r":
-            self._lf = True
-        self._buf = buf[end:]
+            pos = end + 1
+            if end == cr:
+                if pos < size and chunk[pos] == 0x0A:  # CRLF
+                    pos += 1
+                elif pos == size:
+                    self._lf = True
+            if cr < pos:
+                cr = chunk.find(b"\r", pos)
+            if lf < pos:
+                lf = chunk.find(b"\n", pos)
+        if pos < size:
+            self._partial.append(chunk[pos:])
         return events
 
-    def _line(self, line: str) -> Event | None:
+    def _line(self, raw: bytes) -> Event | None:
+        line = raw.decode("utf-8", self._errors)
+        if self._start:
+            line = line.removeprefix(_BOM)
+            self._start = False
         if not line:
             return self._dispatch()
         if line.startswith(":"):

@@ -13,8 +13,7 @@ from bench.journal import cases_of, dumps, entry_of, load_entries, render
 from bench.records import Case, Run
 from bench.report import compare_markdown
 from bench.results import json_safe
-
-from .samples import CASES, make_step, sample_runs
+from tests.support.bench_records import CASES, make_step, sample_runs
 
 
 def result_doc(runs: list[Run]) -> dict[str, Any]:

@@ -12,8 +12,7 @@ from bench.records import Latency
 from bench.report import compare_markdown, fanout_markdown, summary_table
 from bench.results import json_safe, load_runs
 from bench.targets import targets, targets_table
-
-from .samples import CASES, make_step, run, sample_runs
+from tests.support.bench_records import CASES, make_step, run, sample_runs
 
 
 def test_fanout_table() -> None:

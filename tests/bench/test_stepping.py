@@ -10,8 +10,7 @@ import pytest
 from bench.records import Run, Step
 from bench.stepping import LOST_NOTE, Rules, find_max, first_rate
 from bench.verdicts import Cores
-
-from .samples import make_step
+from tests.support.bench_records import make_step
 
 PINNED = Cores(server=[0], client=1)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.verdicts import Cores, bottleneck
-
-from .samples import make_step
+from tests.support.bench_records import make_step
 
 PINNED = Cores(server=[0], client=1)
 UNPINNED = Cores(server=None, client=None)

@@ -8,5 +8,6 @@
 - `transports`: in-memory sockets for the hub and its subscribers;
 - `recording`: the app's own parts, writing down what they are told;
 - `brokers`: a broker started the way the app starts one;
-- `factories`: tokens, settings, logs and decoded messages, and the fixtures' types.
+- `factories`: tokens, settings, logs and decoded messages, and the fixtures' types;
+- `bench_records`: bench records (steps, runs, cases) for the bench's own tests.
 """

@@ -27,17 +27,12 @@ class SSEStream:
     call returned belong to the next call. `service.sse.iter_events` is the same parser for one
     reader that reads to the end; here a bounded `next` may also be cancelled by its timeout,
     which loses nothing (the body stays in aiohttp's buffer, parsed events stay here).
-
-    The parser is fed complete lines only. Fed an unfinished line, it scans it again from every
-    position on every feed: a 32 kB log arriving in 1 kB reads costs it minutes (reported, in
-    `service/sse.py`). The bytes after the last line end wait here for the next read.
     """
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self.resp = resp
         self._parser = Parser(errors="strict")
         self._unread: collections.deque[Event] = collections.deque()
-        self._line = bytearray()  # read, but no line end yet
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event from here on, until the body ends."""
@@ -47,13 +42,7 @@ class SSEStream:
             chunk = await self.resp.content.readany()
             if not chunk:
                 return  # an unfinished event at the end is dropped, as a browser drops it
-            end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
-            if not end:
-                self._line += chunk
-                continue
-            lines = bytes(self._line + chunk[:end]) if self._line else chunk[:end]
-            self._line[:] = chunk[end:]
-            self._unread.extend(self._parser.feed(lines))
+            self._unread.extend(self._parser.feed(chunk))
 
     async def next(self, *, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10) -> Event:
         async with asyncio.timeout(timeout):

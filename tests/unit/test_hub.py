@@ -207,7 +207,7 @@ async def test_add_and_remove_bookkeeping() -> None:
     # A new subscriber of the emptied room gets any key again.
     again = Subscriber("a", 10)
     hub.add(again)
-    assert hub.dispatch(message("a", 1)) == 1
+    assert delivery.deliver(message("a", 1)) == 1
 
 
 def test_close_all_closes_and_removes_everyone() -> None:

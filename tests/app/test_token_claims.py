@@ -8,7 +8,7 @@ from typing import Any
 import jwt
 import pytest
 
-from .conftest import SECRET, MakeClient, auth
+from tests.support.factories import SECRET, MakeClient, auth
 
 
 def signed(**claims: Any) -> str:

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from service.settings import FIELDS
-
-from .conftest import SECRET
-from .support import ROOT, RedisServer, free_port
+from tests.support.factories import SECRET
+from tests.support.paths import ROOT
+from tests.support.servers import RedisServer, free_port
 
 
 @pytest.mark.parametrize("broker", ["memory", "redis"])

@@ -9,9 +9,9 @@ import redis.asyncio as aioredis
 
 from service.broker.keys import PLAIN
 from service.state import STATE
-
-from .conftest import MakeClient, auth
-from .support import RedisServer, SSEStream, sample_log
+from tests.support.factories import MakeClient, auth, sample_log
+from tests.support.servers import RedisServer
+from tests.support.sse import SSEStream
 
 
 def nested(depth: int, **extra: Any) -> dict[str, Any]:

@@ -7,9 +7,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.broker.keys import PLAIN
-
-from .conftest import MakeClient, auth
-from .support import RedisServer, SSEStream
+from tests.support.factories import MakeClient, auth
+from tests.support.servers import RedisServer
+from tests.support.sse import SSEStream
 
 BIG = 123456789012345678901234567890
 

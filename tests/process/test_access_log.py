@@ -7,8 +7,8 @@ import asyncio
 
 import orjson
 
-from .conftest import StartService
-from .support import poll_until
+from tests.support.aio import poll_until
+from tests.support.factories import StartService
 
 BAD_REQUESTS = {
     "bad chunking": b"POST /api/v1/rooms/a/logs HTTP/1.1\r\nHost: x\r\n"
