@@ -52,6 +52,7 @@ def create_app(
         settings=settings,
         hub=hub,
         broker=broker,
+        delivery=delivery,
         endings=Endings(hub, metrics, settings.retry_ms),
         verifier=TokenVerifier(settings, secret=dev_secret),
         metrics=metrics,
@@ -125,4 +126,5 @@ def print_dev_token(settings: Settings, secret: str) -> None:
 async def _on_shutdown(app: web.Application) -> None:
     state = app[STATE]
     state.draining = True
+    state.metrics.worker_ready.set(0)
     state.hub.close_all(Ending.SHUTDOWN)

@@ -8,16 +8,13 @@ direct writes (frames queue in the subscriber, up to its bound), `resume_writing
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from .chunked import LAST, chunk
-from .endings import Ending
+from .endings import SLOW_SOCKET_BYTES, Ending
 
 if TYPE_CHECKING:
     from .subscriber import Subscriber
-
-# A closing stream with more than this waiting in its socket buffer is not reading: abort it.
-SLOW_SOCKET_BYTES: Final = 64 * 1024
 
 
 class Connection(asyncio.Protocol):

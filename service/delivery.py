@@ -34,6 +34,8 @@ class Delivery:
         # Rooms with a local stream -> the newest id delivered to them. Drops a message seen
         # twice (live + catch-up), and is where a catch-up resumes.
         self._positions: dict[str, StreamKey | None] = {}
+        # Rooms that have delivered nothing yet -> the earliest start of their streams.
+        self._floors: dict[str, StreamKey] = {}
         # Valid channel -> its room: parsing and checking the name costs more than the lookup.
         self._channel_rooms: dict[bytes, str] = {}
 
@@ -51,8 +53,18 @@ class Delivery:
 
     def room_closed(self, room: str) -> None:
         self._positions.pop(room, None)
+        self._floors.pop(room, None)
         if self._broker is not None:
             self._broker.unsubscribe((room,))
+
+    def started(self, room: str, newest: StreamKey) -> None:
+        """A stream of `room` began when `newest` was the newest stored id: up to there it was
+        served by its replay (or asked for nothing older). Until the room delivers a live
+        log, a catch-up resumes after the earliest such start, not at a guess."""
+        if room in self._positions:
+            floor = self._floors.get(room)
+            if floor is None or newest < floor:
+                self._floors[room] = newest
 
     # -- BrokerEvents ----------------------------------------------------------------------
 
@@ -96,10 +108,13 @@ class Delivery:
             self._reject("error", room.encode(), data)
 
     def position(self, room: str) -> StreamKey | None:
-        return self._positions.get(room)
+        position = self._positions.get(room)
+        return position if position is not None else self._floors.get(room)
 
     def on_state(self, state: BrokerState, reason: str, *, recovered: bool = False) -> None:
-        self._metrics.broker_up.set(1 if state is BrokerState.LIVE else 0)
+        live = 1 if state is BrokerState.LIVE else 0
+        self._metrics.broker_up.set(live)
+        self._metrics.worker_ready.set(live)
         if recovered:
             self._metrics.broker_reconnects.inc()
 

@@ -24,6 +24,7 @@ SHARE_OF_TIMEOUT = 0.6  # the rest is left for handlers to finish their last wri
 
 async def drain(state: AppState) -> None:
     state.draining = True
+    state.metrics.worker_ready.set(0)
     subs = list(state.hub)
     random.shuffle(subs)
     budget = state.settings.shutdown_timeout * SHARE_OF_TIMEOUT

@@ -12,7 +12,7 @@ import enum
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .events import unavailable_frame
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .subscriber import Subscriber
 
 log = logging.getLogger("service.stream")
+
+# A closing stream with more than this waiting in its socket buffer is not reading: abort it.
+SLOW_SOCKET_BYTES: Final = 64 * 1024
 
 
 class Ending(enum.Enum):
@@ -63,9 +66,15 @@ class Endings:
         assert ending is not None
         hub = self._hub
         hub.remove(sub)
-        conn = sub.live
+        conn, transport = sub.live, sub.transport
         sub.live = sub.transport = None  # the transport holds the connection: no cycle left
         metrics = self._metrics
+        # Still replaying: its handler writes the farewell, unless it is stuck writing to a
+        # client that does not read. Then the socket goes now (the write fails, the handler
+        # ends): a stream no longer counted must not hold its buffers.
+        replaying = transport if conn is None and transport is not None else None
+        if replaying is not None and replaying.get_write_buffer_size() > SLOW_SOCKET_BYTES:
+            replaying.abort()
         if conn is not None:
             conn.end(self.farewell(ending))
             metrics.events_sent.inc(conn.sent)

@@ -9,6 +9,7 @@ The metric objects live in a private registry per app, so tests and embedded app
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -52,6 +53,14 @@ class Metrics:
         self.broker_reconnects = Counter(
             "roomlogs_broker_reconnects", "Broker subscription reconnects", registry=r
         )
+        # Per worker (its pid a label): the container is ready only when every worker is.
+        self.worker_ready = Gauge(
+            "roomlogs_worker_ready",
+            "1 while this worker's broker subscription is live and it is not draining",
+            multiprocess_mode="liveall",
+            registry=r,
+        )
+        self.worker_ready.set(0)
         self.broker_up = Gauge(
             "roomlogs_broker_up",
             "1 while the broker subscription is live (the lowest over workers)",
@@ -89,6 +98,22 @@ class Metrics:
         if events:
             self.events_sent.inc(events)
             self.bytes_sent.inc(size)
+
+
+def workers_ready() -> tuple[int, int] | None:
+    """With WORKERS>1: how many living workers have reported, and how many of them are
+    ready (read from their files in PROMETHEUS_MULTIPROC_DIR); None for one process."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return None
+    files = glob.glob(os.path.join(path, "gauge_liveall_*.db"))
+    reported = ready = 0
+    for metric in MultiProcessCollector.merge(files, accumulate=False):  # type: ignore[no-untyped-call]
+        if metric.name == "roomlogs_worker_ready":
+            for sample in metric.samples:
+                reported += 1
+                ready += sample.value == 1
+    return reported, ready
 
 
 def loop_tasks() -> int:

@@ -36,6 +36,8 @@ class Settings:
     listen_host: str = "0.0.0.0"
     port: int = 8080
     redis_url: str | None = None
+    redis_pool_size: int = 64
+    redis_pool_timeout: float = 2.0
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
@@ -212,6 +214,15 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("LISTEN_HOST", "listen_host", _nonempty, "address to listen on"),
     FieldSpec("PORT", "port", _int(0, 65535), "TCP port"),
     FieldSpec("REDIS_URL", "redis_url", _redis_url, "Redis URL; unset: embedded broker"),
+    FieldSpec(
+        "REDIS_POOL_SIZE", "redis_pool_size", _int(2, 100_000), "Redis connections per process"
+    ),
+    FieldSpec(
+        "REDIS_POOL_TIMEOUT",
+        "redis_pool_timeout",
+        _float(0, 60),
+        "seconds a request waits for a free Redis connection",
+    ),
     FieldSpec("JWT_SECRET", "jwt_secret", _nonempty, "HS* shared secret"),
     FieldSpec("JWT_PUBLIC_KEY", "jwt_public_key", _pem, "PEM public key (text or path)"),
     FieldSpec("JWT_JWKS_URL", "jwt_jwks_url", _url, "JWKS URL"),

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from .auth import TokenVerifier
 from .broker import Broker
+from .delivery import Delivery
 from .endings import Endings
 from .hub import Hub
 from .metrics import Metrics
@@ -19,6 +20,7 @@ class AppState:
     settings: Settings
     hub: Hub
     broker: Broker
+    delivery: Delivery
     endings: Endings
     verifier: TokenVerifier
     metrics: Metrics

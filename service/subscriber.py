@@ -88,8 +88,11 @@ class Subscriber:
     def replayed(self, room: str, key: StreamKey) -> None:
         """The replay sent `room` up to `key`: the live side resumes after it."""
         if self.after is None:
-            self.after = {}
-        self.after[room] = key
+            self.after = {room: key}
+        elif key > self.after.get(room, key):
+            self.after[room] = key
+        else:
+            self.after.setdefault(room, key)
 
     def offer(self, msg: Message) -> bool:
         """Queue `msg` without blocking; False means the buffer is full (a slow consumer)."""

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Broker, BrokerEvents, BrokerState, BrokerUnavailable, HistoryEntry, Window
+from .base import (
+    Broker,
+    BrokerEvents,
+    BrokerState,
+    BrokerUnavailable,
+    HistoryEntry,
+    PublishOutcomeUnknown,
+    Window,
+)
 from .script import KeyReused, Published
 
 __all__ = [
@@ -13,6 +21,7 @@ __all__ = [
     "BrokerUnavailable",
     "HistoryEntry",
     "KeyReused",
+    "PublishOutcomeUnknown",
     "Published",
     "Window",
     "create_broker",

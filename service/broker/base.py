@@ -33,6 +33,11 @@ class BrokerUnavailable(Exception):
     """The broker cannot serve this call now: nothing was stored or read."""
 
 
+class PublishOutcomeUnknown(Exception):
+    """A publish reached the broker, or may have, but its answer did not come back: the logs
+    may or may not be stored. A retry with the same idempotency key settles it."""
+
+
 class BrokerEvents(Protocol):
     """What a broker reports; the app's `Delivery` implements it."""
 
@@ -127,8 +132,8 @@ class Broker(abc.ABC):
         """Retained logs after `after` (all when None), oldest first, at most `limit`."""
 
     @abc.abstractmethod
-    async def last(self, room: str, count: int) -> list[HistoryEntry]:
-        """The newest `count` retained logs, oldest first."""
+    async def last(self, room: str, count: int, *, before: str | None = None) -> list[HistoryEntry]:
+        """The newest `count` retained logs (of those before the id `before`), oldest first."""
 
     @abc.abstractmethod
     async def window(self, room: str) -> Window: ...

@@ -108,11 +108,13 @@ class MemoryBroker(Broker):
                 break
         return out
 
-    async def last(self, room: str, count: int) -> list[HistoryEntry]:
+    async def last(self, room: str, count: int, *, before: str | None = None) -> list[HistoryEntry]:
         entry = self._room(room)
         if entry is None or count <= 0:
             return []
-        return [(sid, data) for _, sid, data in list(entry.entries)[-count:]]
+        end = parse_id(before) if before else None
+        held = [(sid, data) for key, sid, data in entry.entries if end is None or key < end]
+        return held[-count:]
 
     async def window(self, room: str) -> Window:
         entry = self._room(room)

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -27,13 +28,30 @@ from redis.retry import Retry
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
 from . import _batch_read
-from .base import Broker, BrokerEvents, BrokerState, BrokerUnavailable, HistoryEntry, Window
+from .base import (
+    Broker,
+    BrokerEvents,
+    BrokerState,
+    BrokerUnavailable,
+    HistoryEntry,
+    PublishOutcomeUnknown,
+    Window,
+)
 from .keys import PLAIN
 from .script import PUBLISH_SCRIPT, Published, store_and_publish
 
 log = logging.getLogger("service.broker")
 
+T = TypeVar("T")
+
 READ_TIMEOUT = 1.0  # seconds a pub/sub read waits: a real timeout, never a spinning poll
+ATTEMPTS: Final = 3  # tries of one command on connection errors (see `_call`)
+# The subscription's liveness probe: after this long without a message, a PING; no answer
+# within PROBE_TIMEOUT and the subscription counts as lost (readiness 503, reconnect).
+PROBE_IDLE: Final = 5.0
+PROBE_TIMEOUT: Final = 3.0
+PROBE: Final = "roomlogs-probe"
+CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -46,17 +64,22 @@ class RedisBroker(Broker):
         self._key_ttl = settings.idempotency_ttl
         self._keys = PLAIN
         self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.05)
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
+        self._command_backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
+        # A bounded pool that queues: a burst of requests waits up to REDIS_POOL_TIMEOUT for a
+        # connection instead of failing at once (redis-py's default pool refuses the 101st).
+        # No retries inside redis-py: a command resent after its answer was lost may run
+        # twice, so `_call` decides per command whether a resend is safe.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
-            # Commands retry briefly; past that a publish answers 503 instead of hanging.
-            retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            max_connections=settings.redis_pool_size,
+            timeout=settings.redis_pool_timeout,
+            retry=Retry(NoBackoff(), retries=0),
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             health_check_interval=10,
-            decode_responses=False,
             protocol=2,
         )
+        self._client: aioredis.Redis = aioredis.Redis(connection_pool=self._pool)
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         self._lost_at_ms: int | None = None
@@ -71,6 +94,7 @@ class RedisBroker(Broker):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._client.aclose()
+        await self._pool.aclose()
 
     # -- the reader ---------------------------------------------------------------------
 
@@ -104,10 +128,25 @@ class RedisBroker(Broker):
         # Not `while True`: redis-py can swallow a cancellation that lands inside
         # `get_message()` (seen right after start-up), so the reader also ends on the state
         # `close()` sets, within one READ_TIMEOUT.
+        loop = asyncio.get_running_loop()
+        heard = loop.time()  # when the subscription last said anything
+        probed: float | None = None  # when the unanswered probe was sent
         while self.state is not BrokerState.CLOSED:
             msg: dict[str, Any] | None = await pubsub.get_message(timeout=READ_TIMEOUT)
             if msg is None:
+                # A stalled or demoted Redis keeps the socket open and says nothing: ask it.
+                now = loop.time()
+                if probed is None:
+                    if now - heard >= PROBE_IDLE:
+                        await pubsub.ping(PROBE)
+                        probed = now
+                elif now - probed >= PROBE_TIMEOUT:
+                    raise RedisTimeoutError(
+                        f"the subscription was silent for {now - heard:.1f}s and did not "
+                        f"answer a PING within {PROBE_TIMEOUT:.0f}s"
+                    )
                 continue
+            heard, probed = loop.time(), None
             kind = msg["type"]
             if kind == "pmessage":
                 batch = [(msg["channel"], msg["data"])]
@@ -137,34 +176,71 @@ class RedisBroker(Broker):
         log.info("redis subscription live%s", " (recovered)" if recovering else "")
 
     async def _catch_up(self) -> None:
-        """Deliver what rooms with local streams missed while the subscription was down."""
+        """Deliver what rooms with local streams missed while the subscription was down: every
+        retained log after each room's position, read a page at a time."""
         assert self._lost_at_ms is not None
-        fallback = f"{max(self._lost_at_ms - 1000, 0)}-0"
+        fallback = f"{max(self._lost_at_ms - 1000, 0)}-0"  # a room that never began (a race)
         for room in list(self.rooms):
             last = self.events.position(room)
             after = format_id(last) if last is not None else fallback
-            entries = await self.history(room, after, self._history_max)
-            for stream_id, data in entries:
-                self.events.on_entry(room, stream_id, data)
-            if entries:
-                log.info("caught up room=%s with %d logs", room, len(entries))
+            caught = 0
+            while True:
+                entries = await self.history(room, after, CATCH_UP_PAGE)
+                for stream_id, data in entries:
+                    self.events.on_entry(room, stream_id, data)
+                caught += len(entries)
+                if len(entries) < CATCH_UP_PAGE:
+                    break
+                after = entries[-1][0]
+            if caught:
+                log.info("caught up room=%s with %d logs", room, caught)
 
     # -- commands ------------------------------------------------------------------------
 
+    async def _query(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await self._call(call, resend_safe=True, writes=False)
+
+    async def _call(
+        self, call: Callable[[], Awaitable[T]], *, resend_safe: bool, writes: bool = True
+    ) -> T:
+        """`call`, tried up to ATTEMPTS times on a connection error or timeout: always when it
+        never reached Redis, otherwise only when `resend_safe` (a read, an idempotent publish).
+        Raises `BrokerUnavailable` when it surely changed nothing, `PublishOutcomeUnknown`
+        when an attempt of a write may have run."""
+        maybe_ran = False
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                sent = not _never_sent(exc)
+                maybe_ran = maybe_ran or sent
+                # A timeout already took `socket_timeout`: no second wait on a stalled Redis.
+                timed_out = isinstance(exc, RedisTimeoutError)
+                if attempt == ATTEMPTS or timed_out or (sent and not resend_safe):
+                    reason = f"redis: {type(exc).__name__}: {exc}"
+                    if writes and maybe_ran:
+                        raise PublishOutcomeUnknown(reason) from exc
+                    raise BrokerUnavailable(reason) from exc
+            except RedisError as exc:  # an error reply: Redis refused the command, did nothing
+                raise BrokerUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+            await asyncio.sleep(self._command_backoff.compute(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
-        try:
-            published = await store_and_publish(
+        published = await self._call(
+            lambda: store_and_publish(
                 self._script, room, logs, self._history_max, self._history_ttl, keys=self._keys
-            )
-        except RedisError as exc:
-            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+            ),
+            resend_safe=False,  # without a key, a resend after a lost answer stores twice
+        )
         return published.ids
 
     async def publish_once(
         self, room: str, logs: Sequence[bytes], key: str, seen: str
     ) -> Published:
-        try:
-            return await store_and_publish(
+        nonce = uuid.uuid4().hex  # the same in every attempt: a resend replays, stores nothing
+        return await self._call(
+            lambda: store_and_publish(
                 self._script,
                 room,
                 logs,
@@ -174,39 +250,40 @@ class RedisBroker(Broker):
                 key=key,
                 key_ttl=self._key_ttl,
                 seen=seen,
-            )
-        except RedisError as exc:
-            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+                nonce=nonce,
+            ),
+            resend_safe=True,
+        )
 
     async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:
         if after is not None and parse_id(after) == MAX_KEY:
             return []  # nothing can follow the largest id, and Redis refuses "(max"
         start = f"({after}" if after else "-"
-        try:
-            rows = await self._client.xrange(self._keys.history(room), start, "+", count=limit)
-            assert rows is not None
-        except RedisError as exc:
-            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
-        return _entries(rows)
+        key = self._keys.history(room)
+        rows = await self._query(lambda: self._client.xrange(key, start, "+", count=limit))
+        return _entries(rows or [])
 
-    async def last(self, room: str, count: int) -> list[HistoryEntry]:
-        if count <= 0:
-            return []
-        try:
-            rows = await self._client.xrevrange(self._keys.history(room), "+", "-", count=count)
-            assert rows is not None
-        except RedisError as exc:
-            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
-        rows.reverse()
-        return _entries(rows)
+    async def last(self, room: str, count: int, *, before: str | None = None) -> list[HistoryEntry]:
+        if count <= 0 or (before is not None and parse_id(before) == (0, 0)):
+            return []  # nothing precedes the smallest id, and Redis refuses "(0-0"
+        key = self._keys.history(room)
+        end = f"({before}" if before else "+"
+        rows = await self._query(lambda: self._client.xrevrange(key, end, "-", count=count))
+        return _entries((rows or [])[::-1])
 
     async def window(self, room: str) -> Window:
-        try:
-            info = await self._client.xinfo_stream(self._keys.history(room))
-        except aioredis.ResponseError:  # no such key
+        key = self._keys.history(room)
+
+        async def info_or_none() -> dict[str, Any] | None:
+            try:
+                info: dict[str, Any] = await self._client.xinfo_stream(key)
+            except aioredis.ResponseError:  # no such key
+                return None
+            return info
+
+        info = await self._query(info_or_none)
+        if info is None:
             return Window(None, None, trimmed=False)
-        except RedisError as exc:
-            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
         first, last = info.get("first-entry"), info.get("last-entry")
         # Trimming (MAXLEN ~) is not XDEL: max-deleted-entry-id stays 0-0, so compare counts.
         trimmed = int(info.get("entries-added", 0)) > int(info.get("length", 0))
@@ -217,10 +294,16 @@ class RedisBroker(Broker):
         )
 
     async def room_exists(self, room: str) -> bool:
-        try:
-            return bool(await self._client.exists(self._keys.room(room)))
-        except RedisError as exc:
-            raise BrokerUnavailable(f"redis: {type(exc).__name__}") from exc
+        key = self._keys.room(room)
+        return bool(await self._query(lambda: self._client.exists(key)))
+
+
+def _never_sent(exc: RedisError) -> bool:
+    """Whether a failed command surely never reached Redis: no connection was had. redis-py
+    (7.4 to 8.1) says so only in its messages: the pool's wait ran out ("No connection
+    available"), or connecting failed ("Error … connecting to …", "Timeout connecting")."""
+    text = str(exc)
+    return "No connection available" in text or "connecting to" in text.lower()
 
 
 def _entries(rows: Sequence[tuple[Any, Any]]) -> list[HistoryEntry]:

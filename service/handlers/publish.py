@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..broker import Broker, BrokerUnavailable, KeyReused
+from ..broker import Broker, BrokerUnavailable, KeyReused, PublishOutcomeUnknown
 from ..errors import ApiError
 from ..logs import MAX_NESTING, InvalidLog, inexact_integer, normalize, too_deep
 from ..rooms import is_valid_publish_key
@@ -84,6 +84,19 @@ async def publish_logs(request: web.Request) -> web.Response:
             ids, replayed = await _publish_once(state.broker, room, encoded, key, raw)
     except BrokerUnavailable as exc:
         raise broker_unavailable(exc, "not stored") from None
+    except PublishOutcomeUnknown as exc:
+        again = (
+            "with the same Idempotency-Key"
+            if key
+            else "with an Idempotency-Key (the same one each time)"
+        )
+        raise ApiError(
+            504,
+            "publish_outcome_unknown",
+            f"the logs may or may not have been stored ({exc}): send them again {again}, "
+            "which stores them once",
+            {"Retry-After": "1"},
+        ) from None
     if replayed:
         # Stored by an earlier request with this key whose answer was lost: not stored again.
         return web.json_response(

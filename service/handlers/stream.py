@@ -37,6 +37,7 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
     settings = state.settings
+    delivery = state.delivery
     room = valid_room(request)
     grant = await authorize(request, state, room, publish=False)
     query = StreamQuery.parse(request, (room,), settings.history_max)
@@ -71,12 +72,12 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
     try:
         await resp.prepare(request)
         try:
-            head, replayed = await replay(state.broker, settings, sub, query)
+            async for piece, logs in replay(state.broker, settings, sub, query, delivery.started):
+                await resp.write(piece)  # waits while the client's socket is full
+                state.metrics.replayed.inc(logs)
         except BrokerUnavailable:
+            state.metrics.rejected.labels(Ending.BROKER_UNAVAILABLE.reason).inc()
             sub.close(Ending.BROKER_UNAVAILABLE)
-        else:
-            state.metrics.replayed.inc(replayed)
-            await resp.write(head)
         transport = request.transport
         if sub.ending is None and transport is not None and not transport.is_closing():
             await hand_off(request, resp, sub, transport)

@@ -55,9 +55,11 @@ class RecordingBroker(MemoryBroker):
         self.calls.append(("history", room))
         return await super().history(room, after, limit)
 
-    async def last(self, room: str, count: int) -> list[HistoryEntry]:
+    async def last(
+        self, room: str, count: int, *, before: str | None = None
+    ) -> list[HistoryEntry]:
         self.calls.append(("last", room))
-        return await super().last(room, count)
+        return await super().last(room, count, before=before)
 
     async def window(self, room: str) -> Window:
         self.calls.append(("window", room))

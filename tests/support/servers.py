@@ -117,8 +117,18 @@ class RedisServer:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    def pause(self) -> None:
+        """SIGSTOP: a stalled Redis, whose sockets stay open and say nothing."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused one could not act on SIGTERM
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
