@@ -275,11 +275,16 @@ class RedisBroker(Broker):
         key = self._keys.history(room)
 
         async def info_or_none() -> dict[str, Any] | None:
-            try:
-                info: dict[str, Any] = await self._client.xinfo_stream(key)
-            except aioredis.ResponseError:  # no such key
+            # A room without history makes XINFO answer an error. Taken as a value, not
+            # raised: a raised one's traceback held the resuming streams' request frames.
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.xinfo_stream(key)
+                [info] = await pipe.execute(raise_on_error=False)
+            if isinstance(info, aioredis.ResponseError):  # no such key
                 return None
-            return info
+            if isinstance(info, Exception):
+                raise info
+            return dict(info)
 
         info = await self._query(info_or_none)
         if info is None:

@@ -56,7 +56,8 @@ async def replay(
         elif query.history:
             entries, newest = await _last(broker, room, query.history)
         else:
-            newest = _key((await broker.window(room)).newest)
+            newest_page = await broker.last(room, 1)
+            newest = _key(newest_page[0][0] if newest_page else None)
         start(room, newest)
         if query.last_key is not None or entries:
             # Where the stream stands in the room: live and caught-up logs up to here are
