@@ -55,9 +55,7 @@ class RecordingBroker(MemoryBroker):
         self.calls.append(("history", room))
         return await super().history(room, after, limit)
 
-    async def last(
-        self, room: str, count: int, *, before: str | None = None
-    ) -> list[HistoryEntry]:
+    async def last(self, room: str, count: int, *, before: str | None = None) -> list[HistoryEntry]:
         self.calls.append(("last", room))
         return await super().last(room, count, before=before)
 
