@@ -19,6 +19,7 @@ These are the bench's feeds; `service.publisher.Publisher` is the client library
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import hiredis
 import orjson
 
 from service.auth import mint_token
+from service.broker.envelope import ENVELOPE_SECRET_KEY
 from service.broker.keys import PLAIN
 from service.broker.script import PUBLISH_SCRIPT
 from service.settings import Settings
@@ -162,11 +164,18 @@ class ScriptFeed:
         _, conn = await loop.create_connection(_Replies, self.host, self.port)
         (sha,) = await conn.call(resp(b"SCRIPT", b"LOAD", PUBLISH_SCRIPT.encode()), 1)
         assert isinstance(sha, bytes)
-        # EVALSHA sha 2 history_key channel history_max history_ttl <log>: all but the log.
+        # The gateways' envelope secret, as `service.broker.envelope.read_secret` gets it.
+        key = ENVELOPE_SECRET_KEY.encode()
+        _, secret = await conn.call(
+            resp(b"SET", key, secrets.token_hex(16).encode(), b"NX") + resp(b"GET", key), 2
+        )
+        assert isinstance(secret, bytes)
+        # EVALSHA sha 2 history_key channel history_max history_ttl secret <log>: all but the
+        # log.
         self.heads = [
-            b"*8\r\n"
+            b"*9\r\n"
             + bulk(b"EVALSHA", sha, b"2", PLAIN.history(r).encode(), PLAIN.channel(r).encode())
-            + bulk(*self.limits)
+            + bulk(*self.limits, secret)
             for r in self.rooms
         ]
         return conn

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Final
 
 from .broker import Broker, BrokerState
+from .broker.envelope import is_envelope
 from .broker.keys import room_from_channel
 from .hub import Hub
 from .ids import StreamKey, parse_id
-from .message import Message, Rejected, decode
+from .message import Message, Rejected, decode, decode_envelope, gap_message
 from .metrics import Metrics
 
 log = logging.getLogger("service.broker")
@@ -82,17 +83,53 @@ class Delivery:
                 if len(rooms) >= _CHANNEL_CACHE:
                     rooms.clear()
                 rooms[channel] = room
-            if room not in positions:
-                # Every instance (and worker) sees every room's logs; only those with a stream
-                # of the room decode it. A bad payload is counted where someone would receive it.
-                continue
             try:
-                self.deliver(decode(room, payload, self._max_bytes))
+                if is_envelope(payload):
+                    # Every instance (and worker) sees every room's logs; only those with a
+                    # stream of the room decode it. A bad payload is counted where someone
+                    # would receive it.
+                    if room in positions:
+                        self.deliver(self._open(room, payload))
+                else:
+                    # A plain PUBLISH: stored (once, by whichever gateway comes first), then
+                    # delivered by its envelope like any other log. Any room, watched or not.
+                    plain = decode(room, payload, self._max_bytes)
+                    self._store_plain(room, channel, payload, plain.data)
             except Rejected as exc:
                 self._reject(exc.reason, channel, payload)
             except Exception:  # one message must not cost the rest of the batch, or the reader
                 log.exception("broker message failed: channel=%r", channel[:140])
                 self._reject("error", channel, payload)
+
+    def _open(self, room: str, payload: bytes) -> Message:
+        envelopes = self._broker.envelopes if self._broker is not None else None
+        if envelopes is None:
+            raise Rejected("forged")  # nothing is trusted before the secret is known
+        return decode_envelope(room, payload, self._max_bytes, envelopes)
+
+    def _store_plain(self, room: str, channel: bytes, payload: bytes, data: bytes) -> None:
+        if self._broker is None:
+            raise Rejected("no_broker")
+        self._broker.store_plain(room, channel, payload, data)
+
+    def on_gap(self, room: str, after: str, resumed_from: str | None) -> None:
+        self._metrics.gaps.inc()
+        log.warning(
+            "room=%s lost logs to trimming after %s (resumes at %s)", room, after, resumed_from
+        )
+        self.deliver(gap_message(room, after, resumed_from))
+
+    def on_plain(self, stored: int, claimed: int) -> None:
+        if stored:
+            self._metrics.plain_logs.labels("stored").inc(stored)
+        if claimed:
+            self._metrics.plain_logs.labels("claimed").inc(claimed)
+
+    def on_unstored(self, room: str, data: bytes, reason: str) -> None:
+        self._metrics.plain_logs.labels(reason).inc()
+        if reason == "unknown" or room not in self._positions:
+            return  # perhaps stored: the catch-up after the outage delivers it if so
+        self.deliver(decode(room, data, self._max_bytes))  # validated once already
 
     def on_entry(self, room: str, stream_id: str, data: bytes) -> None:
         self._metrics.broker_messages.inc()

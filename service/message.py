@@ -12,9 +12,9 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from .broker.script import split_envelope
+from .broker.envelope import Envelopes, split_envelope
 from .chunked import chunk
-from .events import log_frame
+from .events import gap_frame, log_frame
 from .ids import StreamKey, parse_id
 from .logs import too_deep, utc_now_iso
 
@@ -31,7 +31,7 @@ class Message(NamedTuple):
     room: str
     id: str | None
     key: StreamKey | None
-    data: bytes
+    data: bytes  # the log's one-line JSON; empty for a stream event (a gap): it passes filters
     level: str | None
     agent_type: str | None
     frame: bytes
@@ -55,30 +55,37 @@ def decode(
     stream_id: str | None = None,
     key: StreamKey | None = None,
 ) -> Message:
-    """Turn one payload into a `Message`, or raise `Rejected` with the reason.
-
-    A channel payload carries its id in the publish script's envelope; a stored log read
-    from history comes with `stream_id` (and its `key`) instead.
-    """
+    """Turn one log into a `Message`, or raise `Rejected` with the reason: a stored log with
+    its id (and `key`, when parsed already), or a plain PUBLISH's payload (no id yet)."""
     if len(payload) > max_bytes:
         raise Rejected("too_large")
-    if stream_id is None:
-        stream_id, key, body = split_envelope(payload)
-    else:
-        body = payload
     if key is not None and key[0] > time.time() * 1000 + MAX_CLOCK_SKEW_MS:
-        # Ids come from Redis' clock; one far ahead is forged, and would make the per-room
-        # ordering drop every real log after it.
+        # Ids come from Redis' clock; one far ahead would make the per-room ordering drop
+        # every real log after it.
         raise Rejected("bad_id")
     try:
-        obj = orjson.loads(body)
+        obj = orjson.loads(payload)
     except orjson.JSONDecodeError:
         raise Rejected("invalid_json") from None
     if type(obj) is not dict:
         raise Rejected("not_an_object")
-    if too_deep(obj, body):
+    if too_deep(obj, payload):
         raise Rejected("too_deep")  # and orjson could not encode it again
-    return message_from_log(room, stream_id, obj, body, key)
+    return message_from_log(room, stream_id, obj, payload, key)
+
+
+def decode_envelope(room: str, payload: bytes, max_bytes: int, envelopes: Envelopes) -> Message:
+    """The `Message` of a publish script's envelope (`envelope.is_envelope`), whose tag must
+    be the service's: anything else is refused as forged."""
+    parts = split_envelope(payload)
+    if parts is None:
+        raise Rejected("bad_envelope")
+    stream_id, key, tag, body = parts
+    if len(body) > max_bytes:
+        raise Rejected("too_large")
+    if not envelopes.verify(stream_id, body, tag):
+        raise Rejected("forged")
+    return decode(room, body, max_bytes, stream_id=stream_id, key=key)
 
 
 def message_from_log(
@@ -126,3 +133,10 @@ def _with_first(member: bytes, obj: bytes) -> bytes:
     """`obj` (the bytes of a JSON object) with `member` (`"name":value`) as its first member."""
     rest = obj.lstrip()[1:].lstrip()  # after the opening brace
     return b"{" + member + (b"}" if rest.startswith(b"}") else b"," + rest)
+
+
+def gap_message(room: str, after: str | None, resumed_from: str | None) -> Message:
+    """The in-band `gap` for `room`'s streams: logs after `after` were trimmed unsent, and
+    what follows resumes at `resumed_from`. Queued like a log, so it lands in order."""
+    frame = gap_frame(after, resumed_from)
+    return Message(room, None, None, b"", None, None, frame, chunk(frame))

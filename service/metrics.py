@@ -82,6 +82,18 @@ class Metrics:
         self.replayed = Counter(
             "roomlogs_replayed_events", "Events sent from history on connect", registry=r
         )
+        self.gaps = Counter(
+            "roomlogs_live_gaps",
+            "Catch-ups that found logs trimmed before a room's streams had them (each told)",
+            registry=r,
+        )
+        self.plain_logs = Counter(
+            "roomlogs_plain_logs",
+            "Plain PUBLISH logs received, by outcome: stored here, claimed (stored by another "
+            "gateway), or not stored (backlog, unavailable, unknown, error)",
+            ["outcome"],
+            registry=r,
+        )
         self.published = Counter(
             "roomlogs_published_logs", "Logs stored and published through this instance", registry=r
         )

@@ -19,6 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 
+from .broker.envelope import read_secret
 from .broker.script import PUBLISH_SCRIPT, store_and_publish
 from .logs import normalize
 from .rooms import is_valid_room_id
@@ -63,6 +64,7 @@ class Publisher:
             raise ValueError("give exactly one of redis_url= or url=")
         self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
         self._script = self._redis.register_script(PUBLISH_SCRIPT) if self._redis else None
+        self._secret: bytes | None = None  # the gateways' envelope secret, read from Redis
         self._url = url.rstrip("/") if url else None
         self._token = token
         self._http: aiohttp.ClientSession | None = None
@@ -113,13 +115,21 @@ class Publisher:
             if len(data) > self._max_bytes:
                 raise PublishError(f"a log is over {self._max_bytes} bytes")
             encoded.append(data)
-        if self._script is not None:
+        if self._redis is not None and self._script is not None:
             try:
+                if self._secret is None:
+                    self._secret = await read_secret(self._redis)
                 published = await store_and_publish(
-                    self._script, room, encoded, self._history_max, self._history_ttl
+                    self._script,
+                    room,
+                    encoded,
+                    self._history_max,
+                    self._history_ttl,
+                    secret=self._secret,
                 )
                 return published.ids
             except aioredis.RedisError as exc:
+                self._secret = None  # a Redis that restarted may have a new one
                 raise PublishError(f"redis: {exc}") from exc
         return await self._post(room, b"[" + b",".join(encoded) + b"]")
 

@@ -98,7 +98,10 @@ class Subscriber:
         """Queue `msg` without blocking; False means the buffer is full (a slow consumer)."""
         if self.ending is not None:
             return True
-        if self.filter is not None and not self.filter.wants(msg.level, msg.agent_type):
+        if not msg.data:  # a gap: not for a stream still merging its replay (which told it)
+            if self.after is not None and msg.room in self.after:
+                return True
+        elif self.filter is not None and not self.filter.wants(msg.level, msg.agent_type):
             return True
         if len(self._queue) >= self.limit:
             return False

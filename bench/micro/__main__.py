@@ -36,7 +36,8 @@ def benches(quick: bool) -> list[tuple[str, list[Bench]]]:
             )
         )
     decoding: list[Bench] = [
-        ("message.decode (envelope, JSON, Message)", "message", 1, codec.decode_one),
+        ("message.decode_envelope (envelope, tag, JSON, Message)", "message", 1, codec.decode_one),
+        ("envelope tag check alone", "message", 1, codec.verify_tag),
         ("ids.parse_id", "id", 100, codec.parse_ids(100)),
         ("sse.Parser.feed, 1 event a read", "event", 1, codec.sse_feed(1)),
         ("sse.Parser.feed, 50 events a read", "event", 50, codec.sse_feed(50)),

@@ -39,6 +39,7 @@ PATTERN: Final = PLAIN.pattern.encode()
 PREFIX: Final = b"/api/v1/rooms/"
 SUFFIX: Final = b"/logs"
 ENVELOPE: Final = b'{"id":"'
+_TAG_MEMBER: Final = len(b'","rlmac":"') + 20 + len(b'",')
 RESPONSE_HEAD: Final = (
     b"HTTP/1.1 200 OK\r\n"
     b"Content-Type: text/event-stream\r\n"
@@ -54,8 +55,8 @@ Rooms = dict[bytes, set[asyncio.Transport]]
 
 
 def frame(payload: bytes) -> bytes:
-    """The SSE frame of one published log; the publish script's `{"id":"…",` envelope becomes
-    the `id:` line, as roomlogs does, so both write the same bytes.
+    """The SSE frame of one published log; the publish script's `{"id":"…","rlmac":"…",`
+    envelope becomes the `id:` line, as roomlogs does, so both write the same bytes.
 
     This is `service.broker.script.split_envelope` + `service.events.log_frame` without their
     checks, kept inline on purpose: `split_envelope` also parses the id into a key, decodes and
@@ -65,9 +66,10 @@ def frame(payload: bytes) -> bytes:
     tests/bench/test_minimal_server.py pins both to the same bytes.
     """
     if payload.startswith(ENVELOPE):
-        end = payload.find(b'",', 7, 60)
-        if end > 0:
-            return b"id: %b\nevent: log\ndata: {%b\n\n" % (payload[7:end], payload[end + 2 :])
+        end = payload.find(b'","rlmac":"', 7, 60)
+        if end > 0:  # the tag is skipped, not checked: `"," rlmac ":"` + 20 digits + `",`
+            start = end + _TAG_MEMBER
+            return b"id: %b\nevent: log\ndata: {%b\n\n" % (payload[7:end], payload[start:])
     return b"event: log\ndata: %b\n\n" % payload
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..ids import StreamKey, parse_id
+from .envelope import Envelopes
 from .script import Published
 
 # One retained log: its stream id and its one-line JSON.
@@ -53,6 +54,17 @@ class BrokerEvents(Protocol):
     def on_state(self, state: BrokerState, reason: str, *, recovered: bool = False) -> None:
         """The subscription went live (`recovered` after an outage), down, or closed."""
 
+    def on_gap(self, room: str, after: str, resumed_from: str | None) -> None:
+        """A catch-up found logs after `room`'s position trimmed unsent: its streams are told
+        before the logs from `resumed_from` on."""
+
+    def on_plain(self, stored: int, claimed: int) -> None:
+        """Plain PUBLISH logs handed to `store_plain`: stored here, or by another gateway."""
+
+    def on_unstored(self, room: str, data: bytes, reason: str) -> None:
+        """A plain PUBLISH log was not stored (`reason`): deliver it live without an id. For
+        "unknown" it may have been, and a catch-up delivers it if so."""
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -79,6 +91,8 @@ class Broker(abc.ABC):
         self._live = asyncio.Event()
         # Rooms with a local stream, as the hub reported them: what a catch-up walks.
         self.rooms: set[str] = set()
+        # What tells the service's envelopes on the channel from a plain PUBLISH (Redis only).
+        self.envelopes: Envelopes | None = None
 
     @property
     def ready(self) -> bool:
@@ -106,6 +120,11 @@ class Broker(abc.ABC):
     def unsubscribe(self, rooms: Collection[str]) -> None:
         """These rooms lost their last local stream."""
         self.rooms.difference_update(rooms)
+
+    def store_plain(self, room: str, channel: bytes, payload: bytes, log: bytes) -> None:
+        """Store a plain PUBLISH's log (`payload` as received, `log` as validated) once, and
+        publish its envelope; only a broker with a channel receives them."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def start(self) -> None:

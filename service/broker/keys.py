@@ -1,6 +1,7 @@
 """The Redis key layout, in one place: today's names, and the hash-tagged ones of a Cluster.
 
-`PLAIN` is DESIGN.md's v1 contract (`room:R:logs`, `room:R:history`, `room:R:publish:K`).
+`PLAIN` is DESIGN.md's v1 contract (`room:R:logs`, `room:R:history`, `room:R:publish:K`),
+with v1.1's `room:R:plain:<digest>` (plain PUBLISH claims, broker/plain.py).
 `TAGGED` puts a room's keys in one hash slot (`room:{R}:…`, braces literal), so the publish
 script may touch them together on a Redis Cluster. The room key `room:R` (set by the app
 backend for ROOM_CHECK) is the backend's name and is the same in both.
@@ -44,6 +45,10 @@ class KeySpace:
         if not is_valid_publish_key(key):
             raise ValueError(f"invalid idempotency key {key!r}")
         return f"{self._prefix(room)}:publish:{key}"
+
+    def plain(self, room: str, digest: str) -> str:
+        """The claim of one plain PUBLISH's payload: which of its occurrences are stored."""
+        return f"{self._prefix(room)}:plain:{digest}"
 
     def room(self, room: str) -> str:
         return f"room:{_checked(room)}"

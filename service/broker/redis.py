@@ -28,6 +28,7 @@ from redis.retry import Retry
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
 from . import _batch_read
+from ._errors import CONNECTION_ERRORS, never_sent
 from .base import (
     Broker,
     BrokerEvents,
@@ -37,7 +38,9 @@ from .base import (
     PublishOutcomeUnknown,
     Window,
 )
+from .envelope import Envelopes, read_secret
 from .keys import PLAIN
+from .plain import PlainStore
 from .script import PUBLISH_SCRIPT, Published, store_and_publish
 
 log = logging.getLogger("service.broker")
@@ -51,8 +54,8 @@ ATTEMPTS: Final = 3  # tries of one command on connection errors (see `_call`)
 PROBE_IDLE: Final = 5.0
 PROBE_TIMEOUT: Final = 3.0
 PROBE: Final = "roomlogs-probe"
+CLOSE_DRAIN: Final = 2.0  # seconds `close` waits for plain logs being stored
 CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class RedisBroker(Broker):
@@ -81,18 +84,35 @@ class RedisBroker(Broker):
         )
         self._client: aioredis.Redis = aioredis.Redis(connection_pool=self._pool)
         self._script = self._client.register_script(PUBLISH_SCRIPT)
-        self._task: asyncio.Task[None] | None = None
+        self._plain = PlainStore(
+            self._client,
+            self._keys,
+            self._history_max,
+            self._history_ttl,
+            lambda: self.envelopes,
+            events,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
         self._lost_at_ms: int | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="roomlogs-redis-reader")
+        self._tasks = [
+            asyncio.create_task(self._run(), name="roomlogs-redis-reader"),
+            asyncio.create_task(self._plain.run(), name="roomlogs-plain-writer"),
+        ]
 
     async def close(self) -> None:
+        if self._tasks and not self._tasks[1].done():
+            # Plain logs already received are stored before the connection goes.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_DRAIN):
+                    await self._plain.drained()
         self._set_state(BrokerState.CLOSED, "closed")
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self._client.aclose()
         await self._pool.aclose()
 
@@ -103,12 +123,13 @@ class RedisBroker(Broker):
         while self.state is not BrokerState.CLOSED:
             pubsub = self._client.pubsub()
             try:
+                await self._read_secret()  # before anything is received or published
                 await pubsub.psubscribe(self._keys.pattern)
                 failures = 0
                 await self._read(pubsub)
             except Exception as exc:  # the reader must outlive anything Redis does to it
                 failures += 1
-                if not isinstance(exc, (*_CONNECTION_ERRORS, BrokerUnavailable)):
+                if not isinstance(exc, (*CONNECTION_ERRORS, BrokerUnavailable)):
                     log.exception("redis reader failed unexpectedly")
                 self._went_down(f"redis unreachable: {type(exc).__name__}")
                 delay = self._backoff.compute(failures)
@@ -161,6 +182,27 @@ class RedisBroker(Broker):
             elif kind == "psubscribe":
                 await self._subscribed(pubsub)
 
+    async def _read_secret(self) -> None:
+        secret = await read_secret(self._client)
+        if self.envelopes is None:
+            self.envelopes = Envelopes(secret)
+        elif self.envelopes.adopt(secret):
+            log.warning(
+                "the envelope secret changed (Redis lost its key?): the old one is kept too"
+            )
+
+    def _secret(self) -> bytes:
+        if self.envelopes is None:
+            raise BrokerUnavailable("not connected to redis yet")
+        return self.envelopes.secret
+
+    def store_plain(self, room: str, channel: bytes, payload: bytes, log: bytes) -> None:
+        self._plain.add(room, channel, payload, log)
+
+    async def plain_drained(self) -> None:
+        """Until the plain logs received so far are stored (tests, and `close`)."""
+        await self._plain.drained()
+
     def _went_down(self, reason: str) -> None:
         if self.state is BrokerState.LIVE:
             self._lost_at_ms = time.time_ns() // 1_000_000
@@ -183,6 +225,10 @@ class RedisBroker(Broker):
         for room in list(self.rooms):
             last = self.events.position(room)
             after = format_id(last) if last is not None else fallback
+            if last is not None:
+                window = await self.window(room)
+                if not window.covers(last):
+                    self.events.on_gap(room, after, window.oldest)
             caught = 0
             while True:
                 entries = await self.history(room, after, CATCH_UP_PAGE)
@@ -212,7 +258,7 @@ class RedisBroker(Broker):
             try:
                 return await call()
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                sent = not _never_sent(exc)
+                sent = not never_sent(exc)
                 maybe_ran = maybe_ran or sent
                 # A timeout already took `socket_timeout`: no second wait on a stalled Redis.
                 timed_out = isinstance(exc, RedisTimeoutError)
@@ -227,9 +273,16 @@ class RedisBroker(Broker):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
+        secret = self._secret()
         published = await self._call(
             lambda: store_and_publish(
-                self._script, room, logs, self._history_max, self._history_ttl, keys=self._keys
+                self._script,
+                room,
+                logs,
+                self._history_max,
+                self._history_ttl,
+                secret=secret,
+                keys=self._keys,
             ),
             resend_safe=False,  # without a key, a resend after a lost answer stores twice
         )
@@ -239,6 +292,7 @@ class RedisBroker(Broker):
         self, room: str, logs: Sequence[bytes], key: str, seen: str
     ) -> Published:
         nonce = uuid.uuid4().hex  # the same in every attempt: a resend replays, stores nothing
+        secret = self._secret()
         return await self._call(
             lambda: store_and_publish(
                 self._script,
@@ -246,6 +300,7 @@ class RedisBroker(Broker):
                 logs,
                 self._history_max,
                 self._history_ttl,
+                secret=secret,
                 keys=self._keys,
                 key=key,
                 key_ttl=self._key_ttl,
@@ -301,14 +356,6 @@ class RedisBroker(Broker):
     async def room_exists(self, room: str) -> bool:
         key = self._keys.room(room)
         return bool(await self._query(lambda: self._client.exists(key)))
-
-
-def _never_sent(exc: RedisError) -> bool:
-    """Whether a failed command surely never reached Redis: no connection was had. redis-py
-    (7.4 to 8.1) says so only in its messages: the pool's wait ran out ("No connection
-    available"), or connecting failed ("Error … connecting to …", "Timeout connecting")."""
-    text = str(exc)
-    return "No connection available" in text or "connecting to" in text.lower()
 
 
 def _entries(rows: Sequence[tuple[Any, Any]]) -> list[HistoryEntry]:

@@ -1,8 +1,10 @@
-"""The publish script and the envelope it puts on the channel: one home for the service's
-brokers, the Python `Publisher` and the bench.
+"""The publish scripts: one home for the service's brokers, the Python `Publisher` and the
+bench.
 
-`XADD` + `PUBLISH` (the payload carries the stream id) + `EXPIRE` in one step: every log that
-is live is also replayable, and channel order is id order.
+`XADD` + `PUBLISH` (the envelope of envelope.py: the stream id and its tag) + `EXPIRE` in one
+step: every log that is live is also replayable, and channel order is id order. The service's
+own publishes run `PUBLISH_SCRIPT`; a plain `PUBLISH` that a gateway received is stored by
+`PLAIN_SCRIPT`, once however many gateways run it.
 """
 
 from __future__ import annotations
@@ -15,50 +17,78 @@ from typing import Any, Final
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from ..ids import StreamKey, parse_id
 from .keys import PLAIN, KeySpace
 
-# KEYS[1] history stream, KEYS[2] live channel; ARGV[1] MAXLEN, ARGV[2] TTL, ARGV[3..] logs.
-# With KEYS[3], an idempotency key: ARGV[3] is its TTL, ARGV[4] the request's fingerprint,
-# ARGV[5] a nonce of this call, and the logs start at ARGV[6]. A key seen before stores nothing
-# and returns its ids, led by "replayed" unless the nonce is this call's (redis-py resending
-# the same call after a lost reply: the logs were stored by this very publish); a fingerprint
-# that differs is the error IDEMPOTENCY_KEY_REUSED. Otherwise the key keeps
-# "<fingerprint> <nonce> <id>,<id>..." for its TTL.
-PUBLISH_SCRIPT: Final = """
-local first = 3
+# Shared by both scripts: store one log, publish its envelope (see envelope.py), return its id.
+_PUBLISH_LOG: Final = """
+local function publish_log(history, channel, maxlen, secret, log)
+  local id = redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'log', log)
+  local tag = string.sub(redis.sha1hex(secret .. id .. log), 1, 20)
+  local rest = '}'
+  if log ~= '{}' then rest = ',' .. string.sub(log, 2) end
+  redis.call('PUBLISH', channel, '{"id":"' .. id .. '","rlmac":"' .. tag .. '"' .. rest)
+  return id
+end
+"""
+
+# KEYS[1] history stream, KEYS[2] live channel; ARGV[1] MAXLEN, ARGV[2] TTL, ARGV[3] the
+# envelope secret, ARGV[4..] logs. With KEYS[3], an idempotency key: ARGV[4] is its TTL,
+# ARGV[5] the request's fingerprint, ARGV[6] a nonce of this call, and the logs start at
+# ARGV[7]. A key seen before stores nothing and returns its ids, led by "replayed" unless the
+# nonce is this call's (redis-py resending the same call after a lost reply: the logs were
+# stored by this very publish); a fingerprint that differs is the error IDEMPOTENCY_KEY_REUSED.
+# Otherwise the key keeps "<fingerprint> <nonce> <id>,<id>..." for its TTL.
+PUBLISH_SCRIPT: Final = (
+    _PUBLISH_LOG
+    + """
+local first = 4
 if KEYS[3] then
-  first = 6
+  first = 7
   local prior = redis.call('GET', KEYS[3])
   if prior then
     local seen, nonce, stored = string.match(prior, '^(%S+) (%S+) (%S+)$')
-    if seen ~= ARGV[4] then
+    if seen ~= ARGV[5] then
       return redis.error_reply('IDEMPOTENCY_KEY_REUSED')
     end
     local ids = {}
-    if nonce ~= ARGV[5] then ids[1] = 'replayed' end
+    if nonce ~= ARGV[6] then ids[1] = 'replayed' end
     for id in string.gmatch(stored, '[^,]+') do ids[#ids + 1] = id end
     return ids
   end
 end
 local ids = {}
 for i = first, #ARGV do
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'log', ARGV[i])
-  redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[i], 2))
-  ids[#ids + 1] = id
+  ids[#ids + 1] = publish_log(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if KEYS[3] then
-  local value = ARGV[4] .. ' ' .. ARGV[5] .. ' ' .. table.concat(ids, ',')
-  redis.call('SET', KEYS[3], value, 'EX', ARGV[3])
+  local value = ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. table.concat(ids, ',')
+  redis.call('SET', KEYS[3], value, 'EX', ARGV[4])
 end
 return ids
 """
-_REUSED: Final = "IDEMPOTENCY_KEY_REUSED"
+)
 
-# The script prefixes the log with its stream id: {"id":"<id>",...}.
-_ENVELOPE: Final = b'{"id":"'
-_MAX_ID_LEN: Final = 41
+# A plain PUBLISH, stored once however many gateways received it (broker/plain.py says how).
+# KEYS[1] history stream, KEYS[2] live channel, KEYS[3] the claim of this payload; ARGV[1]
+# MAXLEN, ARGV[2] TTL, ARGV[3] the envelope secret, ARGV[4] which occurrence of this payload
+# the caller saw (1, 2, ...), ARGV[5] the claim's TTL, ARGV[6] the log. Returns the new id, or
+# false when some gateway stored that occurrence already.
+PLAIN_SCRIPT: Final = (
+    _PUBLISH_LOG
+    + """
+local stored = tonumber(redis.call('GET', KEYS[3]) or '0')
+if stored >= tonumber(ARGV[4]) then
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  return false
+end
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+local id = publish_log(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return id
+"""
+)
+_REUSED: Final = "IDEMPOTENCY_KEY_REUSED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,28 +101,6 @@ class KeyReused(Exception):
     """An idempotency key sent again with other logs than the first time."""
 
 
-def envelope(stream_id: str, data: bytes) -> bytes:
-    """What the script sends: the log with its stream id put first (`data` is an object)."""
-    if data == b"{}":
-        return _ENVELOPE + stream_id.encode("ascii") + b'"}'
-    return _ENVELOPE + stream_id.encode("ascii") + b'",' + data[1:]
-
-
-def split_envelope(payload: bytes) -> tuple[str | None, StreamKey | None, bytes]:
-    """Strip the `"id"` the script put first: (id, its key, the log). Foreign payloads come
-    back unchanged, without id; the id is parsed here once per message."""
-    if not payload.startswith(_ENVELOPE):
-        return None, None, payload
-    end = payload.find(b'",', len(_ENVELOPE), len(_ENVELOPE) + _MAX_ID_LEN + 2)
-    if end < 0:
-        return None, None, payload
-    stream_id = payload[len(_ENVELOPE) : end].decode("ascii", "replace")
-    key = parse_id(stream_id)
-    if key is None:
-        return None, None, payload
-    return stream_id, key, b"{" + payload[end + 2 :]
-
-
 async def store_and_publish(
     script: AsyncScript,
     room: str,
@@ -100,6 +108,7 @@ async def store_and_publish(
     history_max: int,
     history_ttl: int,
     *,
+    secret: bytes,
     keys: KeySpace = PLAIN,
     key: str | None = None,
     key_ttl: int = 600,
@@ -112,7 +121,7 @@ async def store_and_publish(
     in redis-py's own resends of it) tells a resend of this call from another request.
     """
     names = [keys.history(room), keys.channel(room)]
-    args: list[Any] = [history_max, history_ttl]
+    args: list[Any] = [history_max, history_ttl, secret]
     if key is not None:
         names.append(keys.publish(room, key))
         args += [key_ttl, seen, nonce or uuid.uuid4().hex]

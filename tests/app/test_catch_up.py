@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import orjson
 import redis.asyncio as aioredis
 
 from service.broker.keys import PLAIN
@@ -172,3 +173,42 @@ async def test_history_n_beyond_a_page_sends_exactly_the_last_n_in_order(
             assert (await sse.next()).event == "connected"
             replayed = await sse.collect(min(n, 400))
             assert [e.id for e in replayed] == ids[-n:]
+
+
+async def test_a_live_stream_is_told_in_band_when_a_catch_up_finds_logs_trimmed(
+    make_client: MakeClient, redis_server: RedisServer, room: str
+) -> None:
+    """Item 1: logs stored while the subscription was down, so many that history trimmed the
+    first of them: the stream gets `event: gap` (after its position, resuming at the oldest
+    retained), then every retained log in order; a catch-up with nothing trimmed says nothing."""
+    client = await make_client(redis=True, history_max=10)
+    metrics = client.app[STATE].metrics
+    redis = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with client.get(f"/api/v1/rooms/{room}/logs", headers=auth()) as resp:
+            sse = SSEStream(resp)
+            assert (await sse.next()).event == "connected"
+            [seen] = await _publish(client, room, [sample_log(0)])
+            assert (await sse.next()).id == seen
+            # What the publish script stores, without the PUBLISH nobody here would hear.
+            async with redis.pipeline(transaction=False) as pipe:
+                for i in range(1, 451):
+                    pipe.xadd(PLAIN.history(room), {"log": orjson.dumps(sample_log(i))}, maxlen=10)
+                await pipe.execute()
+            rows = await redis.xrange(PLAIN.history(room))
+            retained = [i.decode() if isinstance(i, bytes) else str(i) for i, _ in rows or []]
+            assert 10 < len(retained) < 450  # the premise: the first ones after `seen` are gone
+            await _cut_the_subscription(client, redis_server)
+            gap = await sse.next()
+            assert gap.event == "gap"
+            assert gap.json() == {"after": seen, "resumedFrom": retained[0]}
+            caught = await sse.collect(len(retained))
+            assert [e.id for e in caught] == retained
+            assert metrics.registry.get_sample_value("roomlogs_live_gaps_total") == 1
+            await _cut_the_subscription(client, redis_server)
+            [after] = await _publish(client, room, [sample_log(999)])
+            nxt = await sse.next()
+            assert (nxt.event, nxt.id) == ("log", after)  # no second gap before it
+            assert metrics.registry.get_sample_value("roomlogs_live_gaps_total") == 1
+    finally:
+        await redis.aclose()

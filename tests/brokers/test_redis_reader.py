@@ -17,8 +17,8 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ResponseError
 
 from service.broker import _batch_read
+from service.broker.envelope import Envelopes, split_envelope
 from service.broker.redis import RedisBroker
-from service.broker.script import envelope, split_envelope
 from tests.support.brokers import StartBroker, logs, receive
 from tests.support.factories import sample_log
 from tests.support.servers import RedisServer
@@ -53,12 +53,13 @@ async def test_malformed_redis_payloads_are_counted_and_skipped(
     # The reader handles the channel in order: once the good one is here, all were read.
     [event] = await receive(sub, 1)
     assert orjson.loads(event.data) == good
-    assert event.last_event_id == ""  # a plain PUBLISH carries no id
+    assert event.last_event_id  # a plain PUBLISH is stored: it arrives by its envelope
     assert run.invalid("invalid_json") == 2
     assert run.invalid("not_an_object") == 2
     assert run.invalid("too_large") == 1
     assert run.invalid("bad_channel") == 2
-    assert run.metrics.registry.get_sample_value("roomlogs_broker_messages_total") == len(bad) + 1
+    # The bad ones, the good one, and the good one's envelope.
+    assert run.metrics.registry.get_sample_value("roomlogs_broker_messages_total") == len(bad) + 2
     assert run.broker.ready
     # And the service's own publish path still works after all that.
     ids = await run.broker.publish(room, logs(1))
@@ -66,22 +67,29 @@ async def test_malformed_redis_payloads_are_counted_and_skipped(
     assert published.last_event_id == ids[0]
 
 
-async def test_a_room_nobody_here_watches_is_not_decoded(
+async def test_an_envelope_for_a_room_nobody_here_watches_is_not_decoded(
     start_broker: StartBroker, redis_server: RedisServer, room: str
 ) -> None:
-    """Every instance sees every room's logs; only one with a stream of the room decodes them."""
+    """Every instance sees every room's logs; only one with a stream of the room decodes an
+    envelope (its tag is not even checked). A plain PUBLISH is another matter: it is validated
+    and stored whoever watches (tests/app/test_plain_publish.py)."""
     run = await start_broker(redis_url=redis_server.url)
     sub = run.watch(room)
+    elsewhere = f"room:{room}-elsewhere:logs"
+    forged = b'{"id":"1-0","rlmac":"00000000000000000000","message":"x"}'
     publisher = aioredis.Redis.from_url(redis_server.url)
     try:
-        await publisher.publish(f"room:{room}-elsewhere:logs", b"not json, and nobody here cares")
-        await publisher.publish(f"room:{room}:logs", orjson.dumps(sample_log(1)))
+        await publisher.publish(elsewhere, forged)
+        await publisher.publish(elsewhere, b"not json, and validated before it is stored")
+        await publisher.publish(f"room:{room}:logs", forged)
+        ids = await run.broker.publish(room, logs(1))
     finally:
         await publisher.aclose()
-    [event] = await receive(sub, 1)  # the channel is read in order: both were handled
-    assert orjson.loads(event.data)["message"] == "log 1"
-    assert run.metrics.registry.get_sample_value("roomlogs_broker_messages_total") == 2
-    assert run.invalid("invalid_json") == 0
+    [event] = await receive(sub, 1)  # the channel is read in order: all were handled
+    assert event.last_event_id == ids[0]
+    assert run.metrics.registry.get_sample_value("roomlogs_broker_messages_total") == 4
+    assert run.invalid("forged") == 1  # the watched room's only
+    assert run.invalid("invalid_json") == 1
 
 
 async def test_one_pubsub_connection_however_many_rooms(
@@ -133,7 +141,9 @@ def _publish_burst(url: str, messages: list[tuple[str, bytes]]) -> None:
         pipe.execute()
 
 
-def _burst(room: str, count: int) -> tuple[list[tuple[str, bytes]], list[bytes], dict[str, int]]:
+def _burst(
+    room: str, count: int, envelopes: Envelopes
+) -> tuple[list[tuple[str, bytes]], list[bytes], dict[str, int]]:
     """`count` messages on `room`'s channel, a few bad ones among them; the good ones; the bad
     ones' reasons."""
     ch = f"room:{room}:logs"
@@ -147,7 +157,7 @@ def _burst(room: str, count: int) -> tuple[list[tuple[str, bytes]], list[bytes],
         elif i % 97 == 80:
             messages.append((f"room:{room}:x:logs", orjson.dumps(sample_log(i))))
         else:
-            good.append(envelope(f"1-{i}", orjson.dumps(sample_log(i))))
+            good.append(envelopes.wrap(f"1-{i}", orjson.dumps(sample_log(i))))
             messages.append((ch, good[-1]))
     bad = {"invalid_json": 0, "not_an_object": 0, "bad_channel": 0}
     for i in range(count):
@@ -188,16 +198,16 @@ async def test_a_burst_is_delivered_whole_in_order_and_counted(
     reads = _count_reads(monkeypatch)
     run = await start_broker(redis_url=redis_server.url)
     sub = run.watch(room)
-    messages, good, bad = _burst(room, 2000)
+    assert run.broker.envelopes is not None
+    messages, good, bad = _burst(room, 2000, run.broker.envelopes)
     before = reads[0]
     _publish_burst(redis_server.url, messages)
     events = await receive(sub, len(good))
     assert [e.last_event_id for e in events] == [
         f"1-{i}" for i in range(2000) if i % 97 not in (13, 50, 80)
     ]
-    assert [orjson.loads(e.data) for e in events] == [
-        orjson.loads(split_envelope(g)[2]) for g in good
-    ]
+    bodies = [split_envelope(g) for g in good]
+    assert [orjson.loads(e.data) for e in events] == [orjson.loads(b[3]) for b in bodies if b]
     for reason, count in bad.items():
         assert run.invalid(reason) == count
     total = run.metrics.registry.get_sample_value("roomlogs_broker_messages_total")
@@ -221,8 +231,11 @@ async def test_buffered_replies_stop_at_a_subscribe_confirmation_and_raise_error
     sub = run.watch(room)
     ch = f"room:{room}:logs".encode()
 
+    assert broker.envelopes is not None
+    envelopes = broker.envelopes
+
     def pmessage(i: int) -> bytes:
-        data = envelope(f"1-{i}", orjson.dumps(sample_log(i)))
+        data = envelopes.wrap(f"1-{i}", orjson.dumps(sample_log(i)))
         parts = [b"pmessage", b"room:*:logs", ch, data]
         return b"*4\r\n" + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
 

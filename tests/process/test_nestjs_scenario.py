@@ -40,8 +40,15 @@ async def test_original_scenario_bearer_redis_cli_publish_and_heartbeat(
                 )
             events = await sse.collect(3)
             assert [e.json() for e in events] == logs
-            assert all(e.id is None for e in events)  # foreign publishes carry no id
+            # v1.1, "Plain PUBLISH, replayable": stored, and delivered with their stream ids.
+            ids = [e.id for e in events]
+            assert all(ids)
 
             heartbeat = await sse.next(skip=())
             assert heartbeat.event == "heartbeat"
             assert "timestamp" in heartbeat.json()
+        # A page loaded later (or a reconnect) gets them again, with the same ids.
+        url = f"{srv.url}/api/v1/rooms/{room}/logs?history=10"
+        async with http.get(url, headers=auth()) as resp:
+            replayed = await SSEStream(resp).collect(3)
+        assert [(e.id, e.json()) for e in replayed] == list(zip(ids, logs, strict=True))

@@ -1,7 +1,7 @@
 """message: a broker payload decoded once into a `Message` whose SSE frame is made once.
 
 The property tests run the publish path (`logs.normalize` → `orjson.dumps` →
-`broker.script.envelope`, what the publish script puts on the channel → `message.decode`) and read
+`Envelopes.wrap`, what the publish script puts on the channel → `message.decode_envelope`) and read
 the frame back with the package's WHATWG parser (`tests.support.sse.parse_sse`), so no log
 content can forge SSE fields.
 """
@@ -18,22 +18,30 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from service.broker.script import envelope
+from service.broker.envelope import Envelopes, is_envelope
 from service.ids import format_id, parse_id
 from service.logs import LEVELS, normalize
-from service.message import Message, Rejected, decode
+from service.message import Message, Rejected, decode, decode_envelope
 from tests.support.factories import sample_log
 from tests.support.sse import parse_sse
 
 MAX = 65536
 TS = "2026-01-01T00:00:00.000Z"
+ENV = Envelopes(b"the secret")
+
+
+def _decode(payload: bytes, max_bytes: int) -> Message:
+    """What the delivery step does with a channel payload (no id: a plain PUBLISH's)."""
+    if is_envelope(payload):
+        return decode_envelope("room-1", payload, max_bytes, ENV)
+    return decode("room-1", payload, max_bytes)
 
 
 def frame_of_published(stream_id: str, log: Any) -> tuple[dict[str, Any], Message]:
     """The publish path: what the HTTP handler stores, then what the reader decodes."""
     normalized = normalize(log)
     data = orjson.dumps(normalized)
-    return normalized, decode("room-1", envelope(stream_id, data), 16 << 20)
+    return normalized, _decode(ENV.wrap(stream_id, data), 16 << 20)
 
 
 # -- decode() --------------------------------------------------------------------------------------
@@ -42,9 +50,10 @@ def frame_of_published(stream_id: str, log: Any) -> tuple[dict[str, Any], Messag
 def test_decode_splits_the_envelope_into_id_and_log() -> None:
     log = sample_log(0)
     data = orjson.dumps(log)
-    payload = envelope("1700000000000-3", data)
-    assert payload == b'{"id":"1700000000000-3",' + data[1:]
-    msg = decode("room-1", payload, MAX)
+    payload = ENV.wrap("1700000000000-3", data)
+    tag = ENV.tag("1700000000000-3", data)
+    assert payload == b'{"id":"1700000000000-3","rlmac":"' + tag + b'",' + data[1:]
+    msg = _decode(payload, MAX)
     assert msg.room == "room-1"
     assert msg.id == "1700000000000-3"
     assert msg.key == (1700000000000, 3)
@@ -57,7 +66,7 @@ def test_decode_splits_the_envelope_into_id_and_log() -> None:
 
 def test_decode_foreign_payload_has_no_id() -> None:
     payload = orjson.dumps(sample_log(0, level="warn", agentType="code"))
-    msg = decode("room-1", payload, MAX)
+    msg = _decode(payload, MAX)
     assert msg.id is None
     assert msg.key is None
     assert msg.data == payload
@@ -68,7 +77,7 @@ def test_decode_foreign_payload_has_no_id() -> None:
 
 def test_decode_keeps_an_id_field_that_is_not_a_stream_id() -> None:
     payload = b'{"id":"job-42","message":"x","timestamp":"' + TS.encode() + b'"}'
-    msg = decode("room-1", payload, MAX)
+    msg = _decode(payload, MAX)
     assert msg.id is None
     assert orjson.loads(msg.data)["id"] == "job-42"
 
@@ -78,7 +87,7 @@ def test_decode_reserialises_pretty_printed_json_on_one_line(newline: str) -> No
     log = sample_log(0, metadata={"nested": {"list": [1, 2, {"deep": "a\nb"}]}})
     payload = json.dumps(log, indent=2).replace("\n", newline).encode()
     assert newline.encode() in payload
-    msg = decode("room-1", payload, MAX)
+    msg = _decode(payload, MAX)
     assert b"\n" not in msg.data
     assert b"\r" not in msg.data
     assert orjson.loads(msg.data) == log
@@ -93,9 +102,9 @@ def test_decode_fills_a_missing_timestamp() -> None:
     before = datetime.now(UTC)
     for stream_id, payload in [
         (None, orjson.dumps(log)),
-        ("1700000000000-0", envelope("1700000000000-0", orjson.dumps(log))),
+        ("1700000000000-0", ENV.wrap("1700000000000-0", orjson.dumps(log))),
     ]:
-        msg = decode("room-1", payload, MAX)
+        msg = _decode(payload, MAX)
         assert msg.id == stream_id
         got = orjson.loads(msg.data)
         stamp = got.pop("timestamp")
@@ -110,7 +119,7 @@ def test_decode_fills_a_missing_timestamp() -> None:
 
 def test_decode_keeps_unknown_fields() -> None:
     log = sample_log(0, traceId="abc", extra={"k": [1, None, True]})
-    msg = decode("room-1", orjson.dumps(log), MAX)
+    msg = _decode(orjson.dumps(log), MAX)
     assert orjson.loads(msg.data) == log
 
 
@@ -133,7 +142,7 @@ def test_decode_keeps_unknown_fields() -> None:
 )
 def test_decode_rejects_with_a_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(Rejected) as info:
-        decode("room-1", payload, 256)
+        _decode(payload, 256)
     assert info.value.reason == reason
     assert str(info.value) == reason
 
@@ -142,18 +151,18 @@ def test_decode_accepts_a_payload_of_exactly_the_limit() -> None:
     payload = b'{"message":"' + b"x" * 100 + b'"}'
     payload = payload.replace(b"x" * 100, b"x" * (100 + 256 - len(payload)))
     assert len(payload) == 256
-    assert orjson.loads(decode("room-1", payload, 256).data)["message"] == "x" * 242
+    assert orjson.loads(_decode(payload, 256).data)["message"] == "x" * 242
     with pytest.raises(Rejected, match="too_large"):
-        decode("room-1", payload + b" ", 256)
+        _decode(payload + b" ", 256)
 
 
-def test_an_envelope_id_far_in_the_future_is_rejected_as_forged() -> None:
+def test_an_envelope_id_far_in_the_future_is_rejected() -> None:
     future = f"{int(time.time() * 1000) + 2 * 3_600_000}-0"
     with pytest.raises(Rejected) as info:
-        decode("room-1", envelope(future, b'{"message":"x","timestamp":"t"}'), 65536)
+        _decode(ENV.wrap(future, b'{"message":"x","timestamp":"t"}'), 65536)
     assert info.value.reason == "bad_id"
     now = f"{int(time.time() * 1000)}-0"
-    assert decode("room-1", envelope(now, b'{"message":"x","timestamp":"t"}'), 65536).id == now
+    assert _decode(ENV.wrap(now, b'{"message":"x","timestamp":"t"}'), 65536).id == now
 
 
 def test_log_content_cannot_forge_sse_fields() -> None:
@@ -294,8 +303,8 @@ def test_coalesced_frames_parse_back_to_every_log_in_order(
     for seq, (log, has_id) in enumerate(logs):
         stream_id = f"1700000000000-{seq}" if has_id else None
         data = orjson.dumps(normalize(log))
-        payload = envelope(stream_id, data) if stream_id else data
-        msg = decode("room-1", payload, 16 << 20)
+        payload = ENV.wrap(stream_id, data) if stream_id else data
+        msg = _decode(payload, 16 << 20)
         frames.append(msg.frame)
         expected.append((orjson.loads(data), stream_id))
     events = parse_sse(b"".join(frames))
@@ -317,7 +326,7 @@ def test_foreign_payload_of_any_shape_is_one_data_line(
 ) -> None:
     """A plain PUBLISH from another service, pretty-printed or not, becomes one data line."""
     payload = json.dumps(obj, indent=indent, ensure_ascii=False).replace("\n", newline).encode()
-    msg = decode("room-1", payload, 16 << 20)
+    msg = _decode(payload, 16 << 20)
     assert msg.id is None
     [event] = parse_sse(msg.frame)
     assert event.data_lines == 1
