@@ -39,6 +39,7 @@ class Delivery:
         self._floors: dict[str, StreamKey] = {}
         # Valid channel -> its room: parsing and checking the name costs more than the lookup.
         self._channel_rooms: dict[bytes, str] = {}
+        self._was_live = False
 
     def connect(self, broker: Broker) -> None:
         """From now on the hub's room events subscribe and unsubscribe `broker`."""
@@ -154,6 +155,10 @@ class Delivery:
         self._metrics.worker_ready.set(live)
         if recovered:
             self._metrics.broker_reconnects.inc()
+        if state is BrokerState.DOWN and self._was_live:  # once per loss, not per retry
+            kind = "stalled" if reason.startswith("redis stalled") else "lost"
+            self._metrics.broker_down.labels(kind).inc()
+        self._was_live = state is BrokerState.LIVE
 
     # -- the hot path ----------------------------------------------------------------------
 

@@ -53,6 +53,13 @@ class Metrics:
         self.broker_reconnects = Counter(
             "roomlogs_broker_reconnects", "Broker subscription reconnects", registry=r
         )
+        self.broker_down = Counter(
+            "roomlogs_broker_subscription_losses",
+            "Broker subscriptions given up: lost (a connection error) or stalled (silent, and "
+            "no answer to the liveness probe)",
+            ["kind"],
+            registry=r,
+        )
         # Per worker (its pid a label): the container is ready only when every worker is.
         self.worker_ready = Gauge(
             "roomlogs_worker_ready",

@@ -44,7 +44,9 @@ _COUNT_TTL: Final = CLAIM_TTL + 5
 MAX_COUNTED: Final = 100_000  # payloads counted at most (then the oldest are forgotten)
 MAX_PENDING: Final = 10_000  # logs waiting to be stored at most (then delivered unstored)
 PIPELINE: Final = 256  # logs per round trip
-ATTEMPTS: Final = 3  # a store is safe to resend: the claim makes a second run store nothing
+# A store is safe to resend while its claim lives (a second run stores nothing): it is
+# retried that long, through a Redis restart or a short stall, then given up.
+RETRY_FOR: Final = CLAIM_TTL - 2
 
 
 class PlainEvents(Protocol):
@@ -131,7 +133,11 @@ class PlainStore:
         keys = self._keys
         replies: list[object] = []
         maybe_ran = False
-        for attempt in range(1, ATTEMPTS + 1):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETRY_FOR
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for room, digest, copies, data in batch:
@@ -151,12 +157,13 @@ class PlainStore:
                 break
             except CONNECTION_ERRORS as exc:
                 maybe_ran = maybe_ran or not never_sent(exc)
-                if attempt == ATTEMPTS:
+                delay = self._backoff.compute(attempt)
+                if loop.time() + delay >= deadline:
                     reason = "unknown" if maybe_ran else "unavailable"
                     log.warning("plain PUBLISH logs %s (%d): %s", reason, len(batch), exc)
                     self._unstored(batch, reason)
                     return
-                await asyncio.sleep(self._backoff.compute(attempt))
+                await asyncio.sleep(delay)
         stored = claimed = 0
         for (room, _, _, data), reply in zip(batch, replies, strict=True):
             if isinstance(reply, bytes):

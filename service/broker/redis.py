@@ -58,6 +58,10 @@ CLOSE_DRAIN: Final = 2.0  # seconds `close` waits for plain logs being stored
 CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
 
 
+class SubscriptionStalled(RedisTimeoutError):
+    """The subscription said nothing and did not answer the liveness probe in time."""
+
+
 class RedisBroker(Broker):
     def __init__(self, settings: Settings, events: BrokerEvents) -> None:
         super().__init__(events)
@@ -131,7 +135,10 @@ class RedisBroker(Broker):
                 failures += 1
                 if not isinstance(exc, (*CONNECTION_ERRORS, BrokerUnavailable)):
                     log.exception("redis reader failed unexpectedly")
-                self._went_down(f"redis unreachable: {type(exc).__name__}")
+                if isinstance(exc, SubscriptionStalled):
+                    self._went_down("redis stalled: no answer to the liveness probe")
+                else:
+                    self._went_down(f"redis unreachable: {type(exc).__name__}")
                 delay = self._backoff.compute(failures)
                 log.warning(
                     "redis subscription lost (%s); retrying in %.2fs (attempt %d)",
@@ -162,7 +169,7 @@ class RedisBroker(Broker):
                         await pubsub.ping(PROBE)
                         probed = now
                 elif now - probed >= PROBE_TIMEOUT:
-                    raise RedisTimeoutError(
+                    raise SubscriptionStalled(
                         f"the subscription was silent for {now - heard:.1f}s and did not "
                         f"answer a PING within {PROBE_TIMEOUT:.0f}s"
                     )

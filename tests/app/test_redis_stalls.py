@@ -56,6 +56,10 @@ async def test_a_stalled_redis_turns_readiness_down_and_publishes_say_the_outcom
         return await _ready(client) == 200
 
     await poll_until(ready, timeout=20)
+    registry = client.app[STATE].metrics.registry
+    losses = "roomlogs_broker_subscription_losses_total"
+    assert registry.get_sample_value(losses, {"kind": "stalled"}) == 1  # /metrics says so
+    assert registry.get_sample_value(losses, {"kind": "lost"}) is None
     # Whether the stalled attempt ran when Redis went on or not, sending it again with the
     # same key settles it: stored once.
     again = await client.post(

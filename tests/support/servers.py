@@ -74,9 +74,12 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A redis-server of our own on a free port: never the data of an existing Redis."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, aof_dir: Path | None = None) -> None:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        # With a directory: an append-only file fsynced on every write, so a SIGKILL and a
+        # restart keep every acknowledged write (the soak's Redis).
+        self.aof_dir = aof_dir
 
     @property
     def url(self) -> str:
@@ -89,9 +92,13 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
                 "--daemonize", "no",
                 "--loglevel", "warning",
+                *(
+                    ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.aof_dir)]
+                    if self.aof_dir is not None
+                    else ["--appendonly", "no"]
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
