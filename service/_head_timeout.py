@@ -10,11 +10,14 @@ Here every connection must send a whole request head (request line and headers) 
 `REQUEST_HEAD_TIMEOUT` of its opening, and a kept-alive one within that of the first byte of its
 next request (the wait for that byte is `keepalive_timeout`'s: a load balancer's pooled
 connection may idle longer than a head may take). A timer per connection is started in
-`connection_made` or at that first byte and cancelled as soon as the parser has a whole head;
-when it fires while aiohttp still waits for one, the connection is closed (aiohttp's own
-`force_close`, as its keep-alive timeout does), counted and logged. A request whose head is
-complete is never cut: its body (bounded by aiohttp's read and size limits), its handler and a
-live stream (handed off: `transport` is None; parked: a request in progress) are not ours.
+`connection_made`, or by the first byte that is not the current request's body (aiohttp's
+public `request_factory` tells us each request's body), and cancelled as soon as the parser has
+a whole head. When it fires while aiohttp waits for a request, the connection is closed
+(aiohttp's own `force_close`, as its keep-alive timeout does), counted and logged; while
+aiohttp is still busy with the previous request (next bytes sent as its answer went out, or
+pipelined), it looks again a timeout later. A request whose head is whole is never cut: its
+body (bounded in size by `client_max_size`, not in time), its handler, its answer and a live
+stream (handed off: `transport` is None or another protocol's; parked: a request in progress).
 
 The private names, all of aiohttp 3.14.0 to 3.14.5 (`setup.cfg` allows `>=3.14,<4`; CI runs the
 suite at the lowest and newest):
@@ -36,6 +39,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import RawRequestMessage
+from aiohttp.streams import StreamReader
 
 log = logging.getLogger("service")
 
@@ -82,9 +88,10 @@ class _HeadTimeoutServer(web.Server):
         on_timeout: Callable[[], None],
     ) -> None:
         loop = asyncio.get_running_loop()
+        self._made_factory = made.request_factory
         super().__init__(
             made.request_handler,
-            request_factory=made.request_factory,
+            request_factory=self._request_of,
             handler_cancellation=made.handler_cancellation,
             loop=loop,
             **handler_kwargs,
@@ -93,6 +100,19 @@ class _HeadTimeoutServer(web.Server):
         self._handler_kwargs = handler_kwargs
         self._head_timeout = head_timeout
         self._on_timeout = on_timeout
+
+    def _request_of(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        """aiohttp's request factory, told each request's body as start() takes it up."""
+        if isinstance(protocol, _HeadTimedHandler):
+            protocol.body = payload
+        return self._made_factory(message, payload, protocol, writer, task)
 
     def __call__(self) -> web.RequestHandler:
         return _HeadTimedHandler(
@@ -105,7 +125,14 @@ class _HeadTimeoutServer(web.Server):
 
 
 class _HeadTimedHandler(web.RequestHandler):
-    __slots__ = ("_head_bytes", "_head_started", "_head_timeout", "_head_timer", "_on_timeout")
+    __slots__ = (
+        "_head_bytes",
+        "_head_started",
+        "_head_timeout",
+        "_head_timer",
+        "_on_timeout",
+        "body",
+    )
 
     def __init__(
         self,
@@ -121,6 +148,9 @@ class _HeadTimedHandler(web.RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = 0.0
         self._head_bytes = 0
+        # The body of the request start() took up last (None before the first): bytes that
+        # arrive while it is unfinished are that body's, the others a next request's head.
+        self.body: StreamReader | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -132,20 +162,27 @@ class _HeadTimedHandler(web.RequestHandler):
             self._disarm()
             return
         if self._head_timer is None:
-            waiter = self._waiter
-            if not data or waiter is None or waiter.done():
-                return  # a body, a request being handled: not a head we are waiting for
-            self._arm()  # the first byte of the next request on a kept-alive connection
+            if not data or (self.body is not None and not self.body.is_eof()):
+                return  # the body of the request being handled: its head was whole
+            # The first byte of a kept-alive connection's next request: while aiohttp waits
+            # for it, or sent before start() is back to waiting (the previous answer just
+            # written, or pipelined).
+            self._arm()
         self._head_bytes += len(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        self.body = None
         super().connection_lost(exc)
 
     def _arm(self) -> None:
         loop = asyncio.get_running_loop()
         self._head_started = loop.time()
         self._head_bytes = 0
+        self._head_timer = loop.call_later(self._head_timeout, self._timed_out)
+
+    def _check_again(self) -> None:
+        loop = asyncio.get_running_loop()
         self._head_timer = loop.call_later(self._head_timeout, self._timed_out)
 
     def _disarm(self) -> None:
@@ -159,8 +196,13 @@ class _HeadTimedHandler(web.RequestHandler):
         waiter = self._waiter
         if transport is None or transport.get_protocol() is not self:
             return  # closed, or a live stream's now (handed off or parked)
-        if waiter is None or waiter.done() or self._messages:
-            return  # a request is being handled or is queued: its head was whole
+        if self._messages or (waiter is not None and waiter.done()):
+            return  # a whole head is queued, or aiohttp is closing the connection
+        if waiter is None:
+            # start() is still busy with the previous request (its handler, its answer): that
+            # one is never cut; the half-sent head behind it is looked at again later.
+            self._check_again()
+            return
         elapsed = asyncio.get_running_loop().time() - self._head_started
         peer = transport.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) and peer else None

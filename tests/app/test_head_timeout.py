@@ -62,6 +62,45 @@ async def test_a_parked_stream_outlives_the_head_timeout_and_a_silent_socket_doe
         await runner.cleanup()
 
 
+async def test_a_head_sent_behind_a_busy_request_waits_for_it_then_is_timed() -> None:
+    """Bytes of a next head that come while the previous request's handler still runs (and
+    longer than the timeout): that request is answered in full, then the half head is cut."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        started.set()
+        await release.wait()
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    timeouts: list[None] = []
+    runner = HeadTimeoutRunner(
+        app, head_timeout=HEAD_TIMEOUT, on_timeout=lambda: timeouts.append(None)
+    )
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            await started.wait()
+        writer.write(b"GET /sl")  # the next head, half of it, while the handler runs
+        await asyncio.sleep(3 * HEAD_TIMEOUT)  # the handler runs past the timeout: the test
+        assert not timeouts
+        release.set()
+        async with asyncio.timeout(5):
+            answer = await reader.read(-1)  # the whole answer, then the close
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+        assert answer.endswith(b"done"), answer
+        assert len(timeouts) == 1
+        writer.close()
+    finally:
+        await runner.cleanup()
+
+
 async def test_without_the_private_names_aiohttp_serves_and_a_warning_says_so(
     room: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
