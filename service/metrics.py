@@ -83,6 +83,11 @@ class Metrics:
             "Streams closed because their buffer filled",
             registry=r,
         )
+        self.request_head_timeouts = Counter(
+            "roomlogs_request_head_timeouts",
+            "Connections closed for not sending a whole request head within REQUEST_HEAD_TIMEOUT",
+            registry=r,
+        )
         self.rejected = Counter(
             "roomlogs_rejected_requests", "Requests refused, by reason", ["reason"], registry=r
         )

@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ._head_timeout import HeadTimeoutRunner
 from .app import create_app, print_dev_token
 from .drain import drain
 from .logconfig import AccessLogger, configure_logging
@@ -73,12 +74,18 @@ def _serve_one(settings: Settings, *, reuse_port: bool) -> None:
 
 async def _main(settings: Settings, reuse_port: bool) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(
+    metrics = app[STATE].metrics
+    runner = HeadTimeoutRunner(
         app,
+        head_timeout=settings.request_head_timeout,
+        on_timeout=metrics.request_head_timeouts.inc,
         # aiohttp does not cancel a handler whose client left unless asked to.
         handler_cancellation=True,
         access_log_class=AccessLogger,
         shutdown_timeout=settings.shutdown_timeout,
+        # An idle kept-alive connection: 75 s by default (`run_app`'s value; `AppRunner` alone
+        # keeps one 3630 s), above nginx's 60 s so that nginx is the side that closes it.
+        keepalive_timeout=settings.keepalive_timeout,
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.listen_host, settings.port, reuse_port=reuse_port)

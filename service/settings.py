@@ -58,6 +58,8 @@ class Settings:
     room_check: Literal["off", "redis"] = "off"
     workers: int = 1
     shutdown_timeout: float = 10.0
+    request_head_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
@@ -245,6 +247,18 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("ROOM_CHECK", "room_check", _choice("off", "redis"), "off or redis"),
     FieldSpec("WORKERS", "workers", _int(1, 256), "worker processes"),
     FieldSpec("SHUTDOWN_TIMEOUT", "shutdown_timeout", _float(0, 3600), "drain seconds"),
+    FieldSpec(
+        "REQUEST_HEAD_TIMEOUT",
+        "request_head_timeout",
+        _float(0.1, 3600),
+        "seconds a client has to send a whole request head",
+    ),
+    FieldSpec(
+        "KEEPALIVE_TIMEOUT",
+        "keepalive_timeout",
+        _float(0.1, 86400),
+        "seconds an idle kept-alive connection stays open",
+    ),
     FieldSpec("LOG_FORMAT", "log_format", _choice("text", "json"), "text or json"),
     FieldSpec("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING, ERROR"),
 )

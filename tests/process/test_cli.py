@@ -59,6 +59,7 @@ def one_line(stderr: str) -> str:
         ({"PORT": "http"}, "PORT"),
         ({"PORT": "70000"}, "PORT"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"REQUEST_HEAD_TIMEOUT": "0"}, "REQUEST_HEAD_TIMEOUT"),
         ({"REDIS_URL": "localhost"}, "REDIS_URL"),
         ({"JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS"),
         ({"WORKERS": "2"}, "WORKERS"),

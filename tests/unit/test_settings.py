@@ -59,6 +59,9 @@ GOOD: list[tuple[str, str, dict[str, str], str, Any]] = [
     ("WORKERS", "1", {}, "workers", 1),
     ("WORKERS", "4", REDIS, "workers", 4),
     ("SHUTDOWN_TIMEOUT", "2.5", {}, "shutdown_timeout", 2.5),
+    ("REQUEST_HEAD_TIMEOUT", "0.5", {}, "request_head_timeout", 0.5),
+    ("REQUEST_HEAD_TIMEOUT", "30", {}, "request_head_timeout", 30.0),
+    ("KEEPALIVE_TIMEOUT", "120", {}, "keepalive_timeout", 120.0),
     ("LOG_FORMAT", "json", {}, "log_format", "json"),
     ("LOG_FORMAT", "text", {}, "log_format", "text"),
     ("LOG_LEVEL", "debug", {}, "log_level", "DEBUG"),
@@ -98,6 +101,7 @@ def test_defaults_match_design() -> None:
     assert (s.subscriber_buffer, s.max_connections, s.max_message_bytes) == (1000, 10000, 65536)
     assert (s.cors_origins, s.room_check, s.workers, s.shutdown_timeout) == ((), "off", 1, 10.0)
     assert (s.log_format, s.log_level) == ("text", "INFO")
+    assert (s.request_head_timeout, s.keepalive_timeout) == (10.0, 75.0)
     assert s.ephemeral_secret
 
 
@@ -186,6 +190,11 @@ BAD: list[tuple[str, str]] = [
     ("WORKERS", "0"),
     ("WORKERS", "auto"),
     ("SHUTDOWN_TIMEOUT", "-1"),
+    ("REQUEST_HEAD_TIMEOUT", "0"),
+    ("REQUEST_HEAD_TIMEOUT", "10s"),
+    ("REQUEST_HEAD_TIMEOUT", "inf"),
+    ("KEEPALIVE_TIMEOUT", "0"),
+    ("KEEPALIVE_TIMEOUT", "never"),
     ("LOG_FORMAT", "xml"),
     ("LOG_LEVEL", "LOUD"),
 ]
