@@ -30,6 +30,7 @@ import orjson
 from ._common import MISSING, ROOT, fmt, shown
 from .records import Case, Run, find_run
 from .report import compare_markdown, fanout_markdown, table
+from .report_plain import phases_of, plain_markdown
 from .results import load_runs
 
 JOURNAL_DIR: Final = ROOT / "bench" / "journal"
@@ -51,7 +52,10 @@ STEP_KEEPS: Final = (
 CONFIG_KEEPS: Final = (
     "quick", "systems", "streams", "rooms", "idle", "workers_pin", "workers_cpus",
     "step_seconds", "max_steps", "stream_query", "key_streams", "rev", "rev_commit", "publish",
+    "rate", "seconds", "gateways",
 )  # fmt: skip
+# What an entry keeps of the other commands' results (bench.plain's phases, in full: small).
+EXTRA_KEEPS: Final = ("pinning", "phases", "problems")
 ENVIRONMENT_KEEPS: Final = (
     "python", "kernel", "cpu", "cpus", "uvloop", "aiohttp", "redis_server", "git_commit",
     "work_tree_service_dirty",
@@ -98,6 +102,7 @@ def entry_of(doc: dict[str, Any], *, title: str, note: str, source: str) -> dict
             "command": doc.get("command", ""),
             "config": {k: config[k] for k in CONFIG_KEEPS if k in config},
             "environment": {k: environment[k] for k in ENVIRONMENT_KEEPS if k in environment},
+            **{k: doc[k] for k in EXTRA_KEEPS if k in doc},
             "runs": runs,
         }
     )
@@ -264,6 +269,9 @@ def section(e: Entry) -> list[str]:
     out += ["; ".join(facts) + ".", ""]
     if doc.get("note"):
         out += [doc["note"], ""]
+    if doc["benchmark"] == "plain":
+        text = plain_markdown(phases_of(doc), doc.get("pinning", "?"))
+        return [*out, text.replace("### ", "#### "), ""]
     if not e.runs:
         return out
     if doc["benchmark"] == "fanout":

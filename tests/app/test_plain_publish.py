@@ -177,3 +177,27 @@ async def test_an_ordinary_log_whose_first_field_is_id_shaped_is_a_log(
         assert event.last_event_id != "20240101-7"
     finally:
         await redis.aclose()
+
+
+async def test_a_plain_log_is_stored_after_redis_lost_its_scripts(
+    make_client: MakeClient, redis_server: RedisServer, room: str
+) -> None:
+    """The gateway runs PLAIN_SCRIPT by its sha in one round trip (no `SCRIPT EXISTS` first):
+    after a `SCRIPT FLUSH` (a restarted Redis) it loads it again and loses nothing."""
+    client = await make_client(redis=True)
+    redis = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with client.get(f"/api/v1/rooms/{room}/logs", headers=auth()) as resp:
+            sse = SSEStream(resp)
+            assert (await sse.next()).event == "connected"
+            await redis.publish(PLAIN.channel(room), orjson.dumps(sample_log(0)))
+            [first] = await sse.collect(1)
+            await redis.script_flush()
+            await redis.publish(PLAIN.channel(room), orjson.dumps(sample_log(1)))
+            [second] = await sse.collect(1)
+        assert (first.json()["message"], second.json()["message"]) == ("log 0", "log 1")
+        assert first.last_event_id
+        assert second.last_event_id
+        assert await redis.xlen(PLAIN.history(room)) == 2
+    finally:
+        await redis.aclose()
