@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -13,6 +12,7 @@ from .auth import TokenVerifier, mint_token
 from .broker import Broker, BrokerEvents, create_broker
 from .cors import cors_middleware
 from .delivery import Delivery
+from .devsecret import dev_secret_path, load_dev_secret
 from .endings import Ending, Endings
 from .errors import error_middleware
 from .handlers import viewer
@@ -47,7 +47,7 @@ def create_app(
     delivery = Delivery(hub, metrics, settings.max_message_bytes)
     broker = make_broker(settings, delivery)
     delivery.connect(broker)  # the hub's room events now subscribe and unsubscribe the broker
-    dev_secret = secrets.token_urlsafe(32) if settings.ephemeral_secret else None
+    dev_secret = load_dev_secret() if settings.ephemeral_secret else None
     state = AppState(
         settings=settings,
         hub=hub,
@@ -112,13 +112,19 @@ def print_dev_token(settings: Settings, secret: str) -> None:
         secret, rooms=["*"], publish=["*"], ttl=86400, sub="dev",
         algorithm="HS256", issuer=settings.jwt_issuer, audience=settings.jwt_audience,
     )  # fmt: skip
-    port = settings.port
+    base = f"http://localhost:{settings.port}"
     print(
-        "roomlogs: no JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL set: using an ephemeral secret.\n"
-        f"  dev token (all rooms, 24 h): {token}\n"
-        f"  stream:  curl -N -H 'Authorization: Bearer {token}' "
-        f"http://localhost:{port}/api/v1/rooms/demo/logs\n"
-        f"  viewer:  http://localhost:{port}/?room=demo&access_token={token}",
+        "roomlogs: no JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL set: using the development "
+        f"secret kept in {dev_secret_path()}, listening on {settings.listen_host} only unless "
+        "LISTEN_HOST says otherwise.\n"
+        "  a development token (all rooms, publish anywhere, 24 h):\n"
+        f"  export ROOMLOGS_TOKEN={token}\n"
+        f'  stream:  curl -N -H "Authorization: Bearer $ROOMLOGS_TOKEN" '
+        f"{base}/api/v1/rooms/demo/logs\n"
+        f'  publish: curl -H "Authorization: Bearer $ROOMLOGS_TOKEN" '
+        f'-d \'{{"agentType":"story","level":"info","message":"hello"}}\' '
+        f"{base}/api/v1/rooms/demo/logs\n"
+        f"  viewer:  {base}/?room=demo&access_token={token}",
         flush=True,
     )
 

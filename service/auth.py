@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,11 @@ import jwt
 from aiohttp import web
 
 from .settings import Settings
+
+# PyJWT warns on every encode and decode with a short HS key (a traceback-like line per
+# token); the service and the CLI say it once, in their own words, instead.
+warnings.filterwarnings("ignore", message=".*HMAC key.*below the minimum recommended length")
+SHORT_HS_KEY = 32  # bytes: RFC 7518 section 3.2 for HS256
 
 
 class AuthError(Exception):

@@ -7,15 +7,42 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
 from . import __version__
+from .logs import LEVELS
 from .settings import FIELDS, Settings, SettingsError
+
+EPILOG = """examples:
+  roomlogs serve
+  export ROOMLOGS_TOKEN=$(roomlogs token --rooms demo --publish demo)
+  roomlogs publish demo "hello" --level warn
+  make 2>&1 | roomlogs publish demo --agent build
+  roomlogs tail demo
+
+`roomlogs COMMAND --help` tells the options of each."""
+
+if TYPE_CHECKING:
+    from .publisher import Publisher
+
+TOKEN_HELP = "give a token with --token or ROOMLOGS_TOKEN (`roomlogs token` mints one)"  # noqa: S105
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the gateway (settings from the environment or flags)")
+    p = sub.add_parser(
+        "serve",
+        help="run the gateway (settings from the environment or flags); with no key: "
+        "a kept development secret, on 127.0.0.1",
+    )
     for spec in FIELDS:
         p.add_argument(
             spec.flag, dest=spec.attr, metavar=spec.env, help=f"{spec.help} [{spec.env}]"
@@ -23,10 +50,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("token", help="mint a token from JWT_SECRET (HS algorithms)")
+    p = sub.add_parser(
+        "token", help="mint a token from JWT_SECRET (HS algorithms), else the development secret"
+    )
     p.add_argument("--rooms", default="*", help="comma-separated rooms to read, or * (default)")
     p.add_argument("--publish", default="", help="comma-separated rooms to publish to, or *")
-    p.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (3600)")
+    p.add_argument(
+        "--ttl", type=_positive, default=3600, help="seconds until it expires (3600; > 0)"
+    )
     p.add_argument("--sub", default=None, help="subject claim")
     p.add_argument("--secret", default=None, help="secret to sign with (default: JWT_SECRET)")
 
@@ -37,11 +68,16 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _publish_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("publish", help="publish one log, to Redis (REDIS_URL) or over HTTP")
+    p = sub.add_parser(
+        "publish",
+        help="publish one log, or each line of standard input, to Redis (REDIS_URL) or over HTTP",
+    )
     p.add_argument("room")
-    p.add_argument("message")
+    p.add_argument(
+        "message", nargs="?", default=None, help="the message (none or -: each stdin line is one)"
+    )
     p.add_argument("--agent", default="system", help="agentType (system)")
-    p.add_argument("--level", default="info", help="debug, info, success, warn, error")
+    p.add_argument("--level", default="info", choices=LEVELS, help="the level (info)")
     p.add_argument("--metadata", default="{}", help="a JSON object")
     p.add_argument("--redis-url", default=None, help="publish to Redis (default: REDIS_URL)")
     _client_flags(p)
@@ -56,9 +92,14 @@ def _tail_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roomlogs", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="roomlogs",
+        description="Streams the live logs of rooms to browsers over Server-Sent Events.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"roomlogs {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
     _token_parser(sub)
     _publish_parser(sub)
@@ -67,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
     try:
         if args.command == "serve":
             overrides = {spec.attr: getattr(args, spec.attr) for spec in FIELDS}
@@ -96,11 +141,18 @@ def _client_token(args: argparse.Namespace, room: str) -> str | None:
     if args.token or os.environ.get("ROOMLOGS_TOKEN"):
         return str(args.token or os.environ["ROOMLOGS_TOKEN"])
     settings = Settings.from_env()
-    if settings.jwt_secret:
+    secret = settings.jwt_secret or _dev_secret()
+    if secret:
         from .auth import mint_token
 
-        return mint_token(settings.jwt_secret, rooms=[room], publish=[room], ttl=600, sub="cli")
+        return mint_token(secret, rooms=[room], publish=[room], ttl=600, sub="cli")
     return None
+
+
+def _dev_secret() -> str | None:
+    from .devsecret import read_dev_secret
+
+    return read_dev_secret()
 
 
 async def _publish(args: argparse.Namespace) -> int:
@@ -109,7 +161,9 @@ async def _publish(args: argparse.Namespace) -> int:
     try:
         metadata = orjson.loads(args.metadata)
     except orjson.JSONDecodeError:
-        print("roomlogs publish: --metadata is not JSON", file=sys.stderr)
+        metadata = None
+    if not isinstance(metadata, dict):
+        print("roomlogs publish: --metadata must be a JSON object", file=sys.stderr)
         return 2
     redis_url = args.redis_url or (os.environ.get("REDIS_URL") if not args.url else None)
     if redis_url:
@@ -125,14 +179,29 @@ async def _publish(args: argparse.Namespace) -> int:
         publisher = Publisher(url=url, token=_client_token(args, args.room))
     try:
         async with publisher:
-            stream_id = await publisher.emit(
-                args.room, args.message, agent_type=args.agent, level=args.level, metadata=metadata
-            )
+            if args.message not in (None, "-"):
+                print(await _emit(publisher, args, args.message, metadata))
+                return 0
+            for line in sys.stdin:  # one log a line, as it comes (`make | roomlogs publish r`)
+                if line.strip():
+                    print(await _emit(publisher, args, line.rstrip("\r\n"), metadata), flush=True)
     except (PublishError, ValueError) as exc:
-        print(f"roomlogs publish: not stored: {exc}", file=sys.stderr)
+        hint = f" ({TOKEN_HELP})" if str(exc).startswith("401") else ""
+        print(f"roomlogs publish: not stored: {exc}{hint}", file=sys.stderr)
         return 1
-    print(stream_id)
     return 0
+
+
+async def _emit(
+    publisher: Publisher, args: argparse.Namespace, message: str, metadata: object
+) -> str:
+    return await publisher.emit(
+        args.room,
+        message,
+        agent_type=args.agent,
+        level=args.level,
+        metadata=metadata if isinstance(metadata, dict) else {},
+    )
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -158,8 +227,25 @@ def _token(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     secret = args.secret or settings.jwt_secret
+    if not secret and settings.ephemeral_secret:
+        secret = _dev_secret()
+        if secret:
+            print(
+                "roomlogs token: signed with the development secret of `roomlogs serve`",
+                file=sys.stderr,
+            )
     if not secret:
-        raise SettingsError("JWT_SECRET", "`roomlogs token` signs with JWT_SECRET: set it")
+        raise SettingsError(
+            "JWT_SECRET", "`roomlogs token` signs with JWT_SECRET (or --secret): set it"
+        )
+    from .auth import SHORT_HS_KEY
+
+    if len(secret.encode()) < SHORT_HS_KEY:
+        print(
+            f"roomlogs token: the secret is {len(secret.encode())} bytes; "
+            f"HS256 wants at least {SHORT_HS_KEY}",
+            file=sys.stderr,
+        )
     algorithm = next((a for a in settings.jwt_algorithms if a.startswith("HS")), None)
     if algorithm is None:
         raise SettingsError("JWT_ALGORITHMS", "`roomlogs token` needs an HS algorithm allowed")

@@ -16,7 +16,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -30,6 +29,8 @@ from aiohttp import web
 
 from ._head_timeout import HeadTimeoutRunner
 from .app import create_app, print_dev_token
+from .auth import SHORT_HS_KEY
+from .devsecret import load_dev_secret
 from .drain import drain
 from .logconfig import AccessLogger, configure_logging
 from .settings import Settings, SettingsError
@@ -54,6 +55,12 @@ def _reason(exc: OSError) -> str:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings)
+    if settings.jwt_secret and len(settings.jwt_secret.encode()) < SHORT_HS_KEY:
+        log.warning(
+            "JWT_SECRET is %d bytes: HS256 wants at least %d (RFC 7518 section 3.2)",
+            len(settings.jwt_secret.encode()),
+            SHORT_HS_KEY,
+        )
     if settings.workers > 1:
         sys.exit(_supervise(settings))
     _serve_one(settings, reuse_port=False)
@@ -139,8 +146,9 @@ def _supervise(settings: Settings) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="roomlogs-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     if settings.ephemeral_secret:
-        # One secret for all workers, or a token from one would fail on the others.
-        secret = secrets.token_urlsafe(32)
+        # One secret for all workers, or a token from one would fail on the others; kept
+        # across restarts (devsecret.py).
+        secret = load_dev_secret()
         settings = dataclasses.replace(settings, jwt_secret=secret)
         print_dev_token(settings, secret)
     ctx = multiprocessing.get_context("spawn")

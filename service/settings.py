@@ -86,6 +86,12 @@ class Settings:
                 values[spec.attr] = spec.parse(raw) if isinstance(raw, str) else raw
             except (ValueError, OSError) as exc:
                 raise SettingsError(spec.env, f"{raw!r}: {exc}") from None
+        if "listen_host" not in values and not (
+            values.get("jwt_secret") or values.get("jwt_public_key") or values.get("jwt_jwks_url")
+        ):
+            # No key: the development secret signs tokens that can publish anywhere, and its
+            # token is printed; such a server answers this machine only unless told otherwise.
+            values["listen_host"] = "127.0.0.1"
         settings = cls(**values)
         settings.check()
         return settings

@@ -59,7 +59,12 @@ async def tail(
                 async with http.get(stream_url, headers=headers, params=params) as resp:
                     if resp.status != 200:
                         body = await resp.text()
-                        print(f"roomlogs tail: {resp.status} {body}", file=sys.stderr)
+                        hint = (
+                            "\n  give a token with --token or ROOMLOGS_TOKEN"
+                            if resp.status == 401
+                            else ""
+                        )
+                        print(f"roomlogs tail: {resp.status} {body}{hint}", file=sys.stderr)
                         return 1
                     async for ev in iter_events(resp.content):
                         if ev.event == EventName.LOG:

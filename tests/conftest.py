@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from tests.support.factories import (
     settings,
 )
 from tests.support.servers import RedisServer, ServiceProcess
+
+# A server started without a key keeps its development secret in the user's state directory:
+# never the real one from the tests (child processes inherit this).
+os.environ.setdefault("ROOMLOGS_STATE_DIR", tempfile.mkdtemp(prefix="roomlogs-test-state-"))
 
 TESTS = Path(__file__).resolve().parent
 # The tiers that start processes: `-m "not process and not system"` is the fast inner loop.

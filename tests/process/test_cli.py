@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,18 +26,23 @@ from tests.support.servers import free_port
 TIMEOUT = 30  # seconds any one command may take
 
 
+# Where `serve` keeps its development secret in these tests: never the user's own.
+_STATE = tempfile.mkdtemp(prefix="roomlogs-cli-state-")
+
+
 def clean_env(**env: str) -> dict[str, str]:
     """The test's environment without any roomlogs variable, plus `env`."""
-    names = {spec.env for spec in FIELDS}
+    names = {spec.env for spec in FIELDS} | {"ROOMLOGS_TOKEN"}
     base = {k: v for k, v in os.environ.items() if k not in names}
-    return {**base, **env}
+    return {**base, "ROOMLOGS_STATE_DIR": _STATE, **env}
 
 
-def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
         cwd=ROOT,
         env=clean_env(**env),
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -242,3 +248,98 @@ def test_token_with_a_bad_environment_exits_2_naming_the_variable() -> None:
     result = run("token", JWT_SECRET=SECRET, JWT_LEEWAY="soon")
     assert result.returncode == 2
     assert one_line(result.stderr).startswith("roomlogs: invalid JWT_LEEWAY: ")
+
+
+# -- a newcomer's CLI (issue 15, item 7) ----------------------------------------------------------
+
+
+async def test_serve_without_a_key_keeps_its_secret_listens_locally_and_token_signs_for_it(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/v1/rooms/demo/logs"
+
+    async def accepted(token: str) -> int:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(
+                url, json={"agentType": "cli", "level": "info", "message": "hi"}, headers=headers
+            ) as r:
+                return r.status
+
+    printed = ""
+    for restart in range(2):
+        log = tmp_path / f"serve-{restart}.log"
+        with serving(log, PORT=str(port), ROOMLOGS_STATE_DIR=str(state)) as proc:
+            await wait_healthy(proc, port, log)
+            out = log.read_text()
+            line = next(x for x in out.splitlines() if "export ROOMLOGS_TOKEN=" in x)
+            token = line.split("export ROOMLOGS_TOKEN=", 1)[1].strip()
+            assert "publish: curl" in out
+            assert "listening on 127.0.0.1 only" in out
+            if restart == 0:
+                printed = token
+            else:  # the secret was kept: the token printed before the restart still works
+                assert await accepted(printed) == 202
+            minted = run(
+                "token", "--rooms", "demo", "--publish", "demo", ROOMLOGS_STATE_DIR=str(state)
+            )
+            assert minted.returncode == 0, minted.stderr
+            assert "development secret" in minted.stderr
+            assert await accepted(minted.stdout.strip()) == 202
+    assert oct((state / "dev-secret").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("token", "--ttl", "0"), "--ttl"),
+        (("token", "--ttl", "-5"), "--ttl"),
+        (("publish", "demo", "x", "--level", "loud", "--url", "http://127.0.0.1:9"), "--level"),
+    ],
+)
+def test_bad_flags_are_refused_before_anything_is_sent(args: tuple[str, ...], needle: str) -> None:
+    result = run(*args, JWT_SECRET=SECRET)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert "connect" not in result.stderr.lower()
+
+
+def test_help_lists_every_command_and_no_command_shows_it() -> None:
+    for result in (run("--help"), run()):
+        text = result.stdout + result.stderr
+        for command in ("serve", "token", "publish", "tail"):
+            assert f"    {command} " in text
+    assert run().returncode == 2
+
+
+def test_a_short_secret_is_one_line_of_ours_not_pyjwts_warning() -> None:
+    result = run("token", "--secret", "short")
+    assert result.returncode == 0
+    assert (
+        one_line(result.stderr) == "roomlogs token: the secret is 5 bytes; HS256 wants at least 32"
+    )
+
+
+async def test_publish_reads_lines_from_stdin_and_a_refusal_names_the_token_flag(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with serving(log, PORT=str(port), LISTEN_HOST="127.0.0.1", JWT_SECRET=SECRET) as proc:
+        await wait_healthy(proc, port, log)
+        base = f"http://127.0.0.1:{port}"
+        token = run("token", "--rooms", "r", "--publish", "r", JWT_SECRET=SECRET).stdout.strip()
+        result = run("publish", "r", "--url", base, "--token", token, stdin="one\n\ntwo\n")
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.split()) == 2  # two ids: the empty line is no log
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.get(f"{base}/api/v1/rooms/r/logs/history", headers=headers) as r:
+                logs = (await r.json())["logs"]
+        assert [x["message"] for x in logs] == ["one", "two"]
+        refused = run("publish", "r", "hi", "--url", base, "--token", "not-a-token")
+        assert refused.returncode == 1
+        assert "--token" in refused.stderr
+        assert "ROOMLOGS_TOKEN" in refused.stderr

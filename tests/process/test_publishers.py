@@ -51,8 +51,8 @@ async def test_cli_publish_to_redis_and_over_http(
     code, out, err = await _run_cli(
         "publish", room, "x", "--url", srv.url, "--level", "loud", env={"JWT_SECRET": SECRET}
     )
-    assert code == 1
-    assert "not stored" in err
+    assert code == 2  # refused by the CLI before anything is sent (issue 15, item 7)
+    assert "--level" in err
 
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{srv.url}/api/v1/rooms/{room}/logs/history", headers=auth()) as r:

@@ -86,9 +86,9 @@ def test_variable_parses(
 
 
 def test_defaults_match_design() -> None:
-    s = Settings.from_env({})
+    s = Settings.from_env({"JWT_SECRET": "k" * 32})
     assert (s.listen_host, s.port, s.redis_url) == ("0.0.0.0", 8080, None)
-    assert (s.jwt_secret, s.jwt_public_key, s.jwt_jwks_url) == (None, None, None)
+    assert (s.jwt_public_key, s.jwt_jwks_url) == (None, None)
     assert (s.jwt_algorithms, s.jwt_issuer, s.jwt_audience, s.jwt_leeway) == (
         ("HS256",),
         None,
@@ -102,12 +102,27 @@ def test_defaults_match_design() -> None:
     assert (s.cors_origins, s.room_check, s.workers, s.shutdown_timeout) == ((), "off", 1, 10.0)
     assert (s.log_format, s.log_level) == ("text", "INFO")
     assert (s.request_head_timeout, s.keepalive_timeout) == (10.0, 75.0)
-    assert s.ephemeral_secret
+    assert not s.ephemeral_secret  # a key; without one see test_any_key_turns_off…
 
 
 def test_empty_value_means_unset() -> None:
     env = {spec.env: "" for spec in FIELDS}
-    assert Settings.from_env(env) == Settings()
+    assert Settings.from_env(env) == Settings(listen_host="127.0.0.1")  # no key: see below
+
+
+@pytest.mark.parametrize(
+    ("env", "host"),
+    [
+        ({}, "127.0.0.1"),  # no key: the development secret's server answers this machine only
+        ({"LISTEN_HOST": "0.0.0.0"}, "0.0.0.0"),  # unless told otherwise
+        ({"JWT_SECRET": "k" * 32}, "0.0.0.0"),  # a key: DESIGN.md's default
+        ({"JWT_SECRET": "k" * 32, "LISTEN_HOST": "::1"}, "::1"),
+    ],
+)
+def test_without_a_key_serve_listens_on_loopback_unless_told(
+    env: dict[str, str], host: str
+) -> None:
+    assert Settings.from_env(env).listen_host == host
 
 
 def test_public_key_may_be_a_file_path(tmp_path: Path) -> None:
