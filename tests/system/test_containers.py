@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,19 +18,11 @@ import pytest
 import yaml
 
 from tests.support.factories import StartService
-from tests.support.paths import ROOT
+from tests.support.paths import ROOT, venv_tool
 from tests.support.servers import NGINX_CONF, Nginx, free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
-
-
-def venv_tool(name: str) -> str:
-    """A tool installed by a PyPI package of the `test` extra, next to this interpreter."""
-    path = Path(sys.executable).parent / name
-    found = str(path) if path.exists() else shutil.which(name)
-    assert found, f"{name} is missing: pip install -e '.[test]'"
-    return found
 
 
 # -- Dockerfile -------------------------------------------------------------------------------
