@@ -6,21 +6,28 @@ the drain's share of SHUTDOWN_TIMEOUT), so a manifest that drifts from the servi
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import functools
 import math
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
 from service.app import create_app
 from service.drain import SHARE_OF_TIMEOUT
 from service.settings import FIELDS, Settings
+from tests.support.factories import SECRET, StartService, auth
 from tests.support.paths import ROOT, venv_tool
+from tests.support.servers import RedisServer
+from tests.support.sse import SSEStream
 
 K8S = ROOT / "config" / "kubernetes"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -231,6 +238,46 @@ def test_workers_follow_the_cpu_limit_and_get_a_writable_temp_dir() -> None:
         assert "emptyDir" in volumes[tmp["name"]]
         assert not tmp.get("readOnly", False)
         assert env["REDIS_URL"], "workers share Redis: the embedded broker is one process's"
+
+
+@pytest.mark.process  # it starts the service: a process-level test among the file checks
+async def test_the_pods_environment_serves_and_drains_within_the_grace_period(
+    service: StartService, redis_server: RedisServer, tmp_path: Path, room: str
+) -> None:
+    """The gateway as the manifests start it: the ConfigMap as it is and WORKERS from the CPU
+    limit, the Secret's placeholders swapped for the private Redis and the tests' secret, and
+    TMPDIR for the emptyDir at /tmp (as root, no root filesystem here is read-only)."""
+    spec, container = pod_spec(), gateway()
+    temp = tmp_path / "emptydir"
+    temp.mkdir()
+    env = {**environment(), "REDIS_URL": redis_server.url, "JWT_SECRET": SECRET}
+    assert int(env["WORKERS"]) > 1
+    srv = await service(**env, TMPDIR=str(temp))  # returns once /readyz is 200: every worker
+
+    async with aiohttp.ClientSession() as http:
+        for probe in (container["readinessProbe"], container["livenessProbe"]):
+            timeout = aiohttp.ClientTimeout(total=probe["timeoutSeconds"])
+            async with http.get(srv.url + probe["httpGet"]["path"], timeout=timeout) as r:
+                assert r.status == 200, await r.text()
+        # What the parent wrote: its workers' metric files, in the temp dir and nowhere else.
+        assert [p.name.startswith("roomlogs-metrics-") for p in temp.iterdir()] == [True]
+
+        async with http.get(f"{srv.url}/api/v1/rooms/{room}/logs", headers=auth()) as resp:
+            stream = SSEStream(resp)
+            assert (await stream.next()).event == "connected"
+            grace = spec["terminationGracePeriodSeconds"]
+            budget = grace - container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            started = time.monotonic()
+            stopping = asyncio.create_task(asyncio.to_thread(srv.stop, signal.SIGTERM, grace))
+            ending = await stream.next(timeout=budget)
+            status = await stopping
+            elapsed = time.monotonic() - started
+
+    assert ending.event == "unavailable"
+    assert '"reason":"shutdown"' in ending.data.replace(" ", "")
+    assert status == 0, srv.output()
+    assert elapsed < budget, "the kubelet would have sent SIGKILL"
+    assert list(temp.iterdir()) == [], "the parent removes its metrics directory"
 
 
 # -- the configuration --------------------------------------------------------------------------
