@@ -16,6 +16,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -55,6 +56,7 @@ def _reason(exc: OSError) -> str:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings)
+    _raise_open_files()
     if settings.jwt_secret and len(settings.jwt_secret.encode()) < SHORT_HS_KEY:
         log.warning(
             "JWT_SECRET is %d bytes: HS256 wants at least %d (RFC 7518 section 3.2)",
@@ -64,6 +66,26 @@ def serve(settings: Settings) -> None:
     if settings.workers > 1:
         sys.exit(_supervise(settings))
     _serve_one(settings, reuse_port=False)
+
+
+# A soft limit to ask for when the hard one is unlimited.
+_OPEN_FILES_WANTED = 1 << 20
+
+
+def _raise_open_files() -> None:
+    """Every stream is a socket: take the hard open-files limit as the soft one, as Go's
+    runtime does. Containers commonly start with a soft 1024 (containerd 2), which would cap a
+    worker near 1,000 streams whatever MAX_CONNECTIONS says."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = _OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-files limit: %s", exc)
+        return
+    log.info("open files limit: %d", soft)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
