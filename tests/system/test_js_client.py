@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.factories import StartService, token
+from tests.support.factories import SECRET, StartService, token
 from tests.support.paths import ROOT
 from tests.support.servers import RedisServer, debian_binary
 
 JS = ROOT / "clients" / "js"
+EXAMPLE = ROOT / "examples" / "node"
 NODE_TIMEOUT = 180
 
 
@@ -36,29 +37,33 @@ def _tools() -> tuple[str, str]:
     return node, npm
 
 
-@pytest.fixture(scope="module")
-def node_modules() -> tuple[str, str]:
-    """`npm ci` once the lock file changed: the devDependencies, exactly as locked."""
-    node, npm = _tools()
-    installed = JS / "node_modules" / ".package-lock.json"
-    lock = JS / "package-lock.json"
+def _npm_ci(npm: str, directory: Path) -> None:
+    """`npm ci` once the lock file changed: the dependencies, exactly as locked."""
+    installed = directory / "node_modules" / ".package-lock.json"
+    lock = directory / "package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=JS,
+            cwd=directory,
             check=True,
             timeout=NODE_TIMEOUT,
         )
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> tuple[str, str]:
+    node, npm = _tools()
+    _npm_ci(npm, JS)
     return node, npm
 
 
-async def _node_test(node: str, files: list[str], env: dict[str, str]) -> None:
+async def _node_test(node: str, files: list[str], env: dict[str, str], cwd: Path = JS) -> None:
     proc = await asyncio.create_subprocess_exec(
         node,
         "--test",
         "--test-reporter=tap",
         *files,
-        cwd=JS,
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -102,6 +107,18 @@ async def test_publisher_in_node(
 ) -> None:
     env = await _gateways(service, redis_server.url)
     await _node_test(node_modules[0], ["test/publisher.test.js"], env)
+
+
+async def test_node_example_backend(
+    node_modules: tuple[str, str], service: StartService, redis_server: RedisServer
+) -> None:
+    """examples/node (docs/nodejs.md): jsonwebtoken's tokens, the cookie, the publisher and
+    the old route's hand-over, against a real gateway."""
+    node, npm = node_modules
+    _npm_ci(npm, EXAMPLE)
+    gateway = await service(REDIS_URL=redis_server.url)
+    env = {"ROOMLOGS_URL": gateway.url, "JWT_SECRET": SECRET}
+    await _node_test(node, ["test/example.test.js"], env, cwd=EXAMPLE)
 
 
 def test_declarations_type_check(node_modules: tuple[str, str]) -> None:
