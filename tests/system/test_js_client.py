@@ -25,6 +25,7 @@ from tests.support.servers import RedisServer, debian_binary
 
 JS = ROOT / "clients" / "js"
 EXAMPLE = ROOT / "examples" / "node"
+NESTJS = ROOT / "examples" / "nestjs"
 NODE_TIMEOUT = 180
 
 
@@ -109,16 +110,48 @@ async def test_publisher_in_node(
     await _node_test(node_modules[0], ["test/publisher.test.js"], env)
 
 
+@pytest.fixture(scope="module")
+def example_installed(node_modules: tuple[str, str]) -> str:
+    node, npm = node_modules
+    _npm_ci(npm, EXAMPLE)
+    return node
+
+
 async def test_node_example_backend(
-    node_modules: tuple[str, str], service: StartService, redis_server: RedisServer
+    example_installed: str, service: StartService, redis_server: RedisServer
 ) -> None:
     """examples/node (docs/nodejs.md): jsonwebtoken's tokens, the cookie, the publisher and
     the old route's hand-over, against a real gateway."""
-    node, npm = node_modules
-    _npm_ci(npm, EXAMPLE)
+    node = example_installed
     gateway = await service(REDIS_URL=redis_server.url)
     env = {"ROOMLOGS_URL": gateway.url, "JWT_SECRET": SECRET}
     await _node_test(node, ["test/example.test.js"], env, cwd=EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def nestjs_built(node_modules: tuple[str, str]) -> str:
+    """examples/nestjs installed and compiled by its typescript devDependency."""
+    node, npm = node_modules
+    _npm_ci(npm, NESTJS)
+    compiled = subprocess.run(
+        [node, str(NESTJS / "node_modules" / "typescript" / "bin" / "tsc"), "-p", "tsconfig.json"],
+        cwd=NESTJS,
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT,
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+    return node
+
+
+async def test_nestjs_example(
+    nestjs_built: str, service: StartService, redis_server: RedisServer
+) -> None:
+    """examples/nestjs (docs/nodejs.md): the same checks as the plain example, through Nest's
+    controller, services and redirect."""
+    gateway = await service(REDIS_URL=redis_server.url)
+    env = {"ROOMLOGS_URL": gateway.url, "JWT_SECRET": SECRET}
+    await _node_test(nestjs_built, ["test/app.test.js"], env, cwd=NESTJS)
 
 
 def test_declarations_type_check(node_modules: tuple[str, str]) -> None:
