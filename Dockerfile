@@ -30,6 +30,8 @@ print(c['options']['install_requires'] + c['options.extras_require']['speed'])" 
 
 # Then the code (README.md is the package's long description).
 COPY README.md ./
+# The viewer's service/static/stream.js is a symlink to the JS package's file (one RoomStream).
+COPY clients/js/stream.js ./clients/js/stream.js
 COPY service ./service
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf /src/build /src/*.egg-info

@@ -42,9 +42,11 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
 fi
 
 # What the tests start for real (installed from Debian's packages when missing): redis-server,
-# Chromium for the viewer tests (never a downloaded browser), nginx as the load balancer.
+# Chromium for the viewer tests (never a downloaded browser), nginx as the load balancer,
+# Node.js and npm for clients/js.
 test_binaries() {
     command -v redis-server >/dev/null || apt_install redis-server redis-tools
+    { command -v node && command -v npm; } >/dev/null || apt_install nodejs npm
     [ -x /usr/bin/chromium ] || apt_install chromium
     [ -x /usr/sbin/nginx ] || apt_install nginx
 }

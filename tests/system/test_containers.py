@@ -151,6 +151,7 @@ def test_dockerignore_sends_only_what_the_image_copies() -> None:
         "README.md",
         "service/app.py",
         "service/static/index.html",
+        "clients/js/stream.js",  # service/static/stream.js links to it
     ):
         assert in_build_context(path, rules), path
     for path in (
@@ -159,6 +160,8 @@ def test_dockerignore_sends_only_what_the_image_copies() -> None:
         "tests/system/test_deploy.py",
         "service/__pycache__/app.cpython-312.pyc",
         "bench/fanout.py",
+        "clients/js/package.json",
+        "clients/js/node_modules/eventsource/package.json",
         "docker-compose.yml",
         ".env",
     ):

@@ -510,7 +510,7 @@ async def other_origin() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/", index)
     app.router.add_get("/raw.html", raw)
-    app.router.add_static("/static/", STATIC)
+    app.router.add_static("/static/", STATIC, follow_symlinks=True)  # stream.js: clients/js
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
