@@ -111,3 +111,21 @@ async def test_roomlogs_publish_uses_the_tls_settings(
     stored = mtls_redis.cli("XRANGE", f"room:{room}:history", "-", "+")
     assert out.decode().strip() in stored
     assert "over tls" in stored
+
+
+async def test_a_bad_tls_flag_stops_serve_with_one_line_naming_it(
+    tls_redis: RedisServer, certs: Certificates
+) -> None:
+    """The flags are the variables' (`--redis-tls-key-file` ↔ REDIS_TLS_KEY_FILE)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", "--redis-url", tls_redis.url,
+        "--redis-tls-cert-file", str(certs.client_cert),
+        "--redis-tls-key-file", str(certs.server_key),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert proc.returncode == 2
+    [line] = err.decode().splitlines()
+    assert line.startswith("roomlogs: invalid REDIS_TLS_KEY_FILE: the certificate ")
+    assert "KEY_VALUES_MISMATCH" in line
