@@ -41,7 +41,7 @@ from .base import (
 from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
 from .keys import PLAIN
 from .plain import PlainStore
-from .script import PUBLISH_SCRIPT, Published, store_and_publish
+from .script import PERMISSIONS_SCRIPT, PUBLISH_SCRIPT, Published, store_and_publish
 
 log = logging.getLogger("service.broker")
 
@@ -90,6 +90,7 @@ class RedisBroker(Broker):
         self._client_cert = settings.redis_tls_cert_file is not None
         self._client: aioredis.Redis = aioredis.Redis(connection_pool=self._pool)
         self._script = self._client.register_script(PUBLISH_SCRIPT)
+        self._permissions = self._client.register_script(PERMISSIONS_SCRIPT)
         self._plain = PlainStore(
             self._client,
             self._keys,
@@ -265,7 +266,12 @@ class RedisBroker(Broker):
         return await self._call(call, resend_safe=True, writes=False)
 
     async def _call(
-        self, call: Callable[[], Awaitable[T]], *, resend_safe: bool, writes: bool = True
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        resend_safe: bool,
+        writes: bool = True,
+        room: str | None = None,
     ) -> T:
         """`call`, tried up to ATTEMPTS times on a connection error or timeout: always when it
         never reached Redis, otherwise only when `resend_safe` (a read, an idempotent publish).
@@ -286,10 +292,34 @@ class RedisBroker(Broker):
                         raise PublishOutcomeUnknown(reason) from exc
                     raise BrokerUnavailable(reason) from exc
             except RedisError as exc:  # an error reply: Redis refused the command, did nothing
-                why = explain(exc, client_cert=self._client_cert)
-                raise BrokerUnavailable(f"redis refused: {why}") from exc
+                raise BrokerUnavailable(await self._refusal(exc, room)) from exc
             await asyncio.sleep(self._command_backoff.compute(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _refusal(self, exc: RedisError, room: str | None) -> str:
+        """What Redis refused, naming the commands when a script of `room`'s was refused one
+        (the ACL check runs only then: a misconfiguration, not the publish path)."""
+        why = f"redis refused: {explain(exc, client_cert=self._client_cert)}"
+        if room is None or "can't run this command" not in str(exc):
+            return why
+        keys = self._keys
+        names = [
+            keys.history(room),
+            keys.channel(room),
+            keys.publish(room, "k"),
+            keys.plain(room, "0"),
+        ]
+        try:
+            missing = await self._permissions(args=names)
+        except RedisError:  # no acl_check_cmd (before Redis 7), or not even this is allowed
+            return why
+        if not missing:
+            return why
+        refused = ", ".join(m.decode() if isinstance(m, bytes) else str(m) for m in missing)
+        return (
+            f"redis refused: this Redis user may not run {refused} "
+            "(docs/redis.md has the gateway's ACL)"
+        )
 
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
         secret = self._secret()
@@ -304,6 +334,7 @@ class RedisBroker(Broker):
                 keys=self._keys,
             ),
             resend_safe=False,  # without a key, a resend after a lost answer stores twice
+            room=room,
         )
         return published.ids
 
@@ -327,6 +358,7 @@ class RedisBroker(Broker):
                 nonce=nonce,
             ),
             resend_safe=True,
+            room=room,
         )
 
     async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:
