@@ -173,6 +173,7 @@ async def _publish(args: argparse.Namespace) -> int:
             history_max=settings.history_max,
             history_ttl=settings.history_ttl,
             max_message_bytes=settings.max_message_bytes,
+            redis_options=settings.redis_options,
         )
     else:
         url = args.url or "http://localhost:8080"

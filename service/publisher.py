@@ -59,10 +59,15 @@ class Publisher:
         history_ttl: int = 86400,
         max_message_bytes: int = 65536,
         attempts: int = 5,
+        redis_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """`redis_options`: more of redis-py's connection arguments, e.g. a `Settings`'
+        `redis_options` (the REDIS_TLS_* files)."""
         if (redis_url is None) == (url is None):
             raise ValueError("give exactly one of redis_url= or url=")
-        self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
+        self._redis = (
+            aioredis.Redis.from_url(redis_url, **(redis_options or {})) if redis_url else None
+        )
         self._script = self._redis.register_script(PUBLISH_SCRIPT) if self._redis else None
         self._secret: bytes | None = None  # the gateways' envelope secret, read from Redis
         self._url = url.rstrip("/") if url else None

@@ -7,6 +7,7 @@ same table, so a variable and its flag can never drift apart.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -38,6 +39,9 @@ class Settings:
     redis_url: str | None = None
     redis_pool_size: int = 64
     redis_pool_timeout: float = 2.0
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
@@ -67,6 +71,18 @@ class Settings:
     def ephemeral_secret(self) -> bool:
         """True when no key is configured: the CLI generates a secret and prints a dev token."""
         return not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url)
+
+    @property
+    def redis_options(self) -> dict[str, Any]:
+        """redis-py's keyword arguments for the TLS files: every Redis client of the service
+        (the broker's pool, its subscription, `roomlogs publish`) is made with them."""
+        options: dict[str, Any] = {}
+        if self.redis_tls_ca_file:
+            options["ssl_ca_certs"] = self.redis_tls_ca_file
+        if self.redis_tls_cert_file:
+            options["ssl_certfile"] = self.redis_tls_cert_file
+            options["ssl_keyfile"] = self.redis_tls_key_file
+        return options
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -121,6 +137,43 @@ class Settings:
             )
         if self.room_check == "redis" and self.redis_url is None:
             raise SettingsError("ROOM_CHECK", "'redis' needs REDIS_URL")
+        self._check_tls()
+
+    def _check_tls(self) -> None:
+        """The TLS files load as they will when connecting: a wrong file stops start-up with
+        its variable named, not every connection later with an SSL error."""
+        tls = {
+            "REDIS_TLS_CA_FILE": self.redis_tls_ca_file,
+            "REDIS_TLS_CERT_FILE": self.redis_tls_cert_file,
+            "REDIS_TLS_KEY_FILE": self.redis_tls_key_file,
+        }
+        named = next((name for name, value in tls.items() if value), None)
+        if named is None:
+            return
+        if not (self.redis_url or "").startswith("rediss://"):
+            raise SettingsError(named, "needs a rediss:// REDIS_URL (TLS)")
+        if self.redis_tls_key_file and not self.redis_tls_cert_file:
+            raise SettingsError("REDIS_TLS_KEY_FILE", "needs REDIS_TLS_CERT_FILE (its certificate)")
+        context = ssl.create_default_context()
+        if self.redis_tls_ca_file:
+            try:
+                context.load_verify_locations(cafile=self.redis_tls_ca_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise SettingsError(
+                    "REDIS_TLS_CA_FILE", f"{self.redis_tls_ca_file!r}: not PEM certificates ({exc})"
+                ) from None
+        if self.redis_tls_cert_file:
+            try:
+                context.load_cert_chain(self.redis_tls_cert_file, self.redis_tls_key_file)
+            except (ssl.SSLError, OSError) as exc:
+                variable = (
+                    "REDIS_TLS_KEY_FILE" if self.redis_tls_key_file else "REDIS_TLS_CERT_FILE"
+                )
+                raise SettingsError(
+                    variable,
+                    f"the certificate {self.redis_tls_cert_file!r} and key "
+                    f"{self.redis_tls_key_file or '(in the same file)'!r} do not load ({exc})",
+                ) from None
 
 
 # -- parsers ------------------------------------------------------------------------------
@@ -179,6 +232,13 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _readable_file(raw: str) -> str:
+    """A path that can be read now: a typo is found at start-up."""
+    with open(raw, "rb"):
+        pass
+    return raw
+
+
 def _url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise ValueError("expected an http:// or https:// URL")
@@ -230,6 +290,24 @@ FIELDS: tuple[FieldSpec, ...] = (
         "redis_pool_timeout",
         _float(0, 60),
         "seconds a request waits for a free Redis connection",
+    ),
+    FieldSpec(
+        "REDIS_TLS_CA_FILE",
+        "redis_tls_ca_file",
+        _readable_file,
+        "PEM CA certificate(s) that signed Redis' certificate (rediss://); unset: the system's",
+    ),
+    FieldSpec(
+        "REDIS_TLS_CERT_FILE",
+        "redis_tls_cert_file",
+        _readable_file,
+        "PEM client certificate for Redis (tls-auth-clients)",
+    ),
+    FieldSpec(
+        "REDIS_TLS_KEY_FILE",
+        "redis_tls_key_file",
+        _readable_file,
+        "PEM key of REDIS_TLS_CERT_FILE; unset: in that file",
     ),
     FieldSpec("JWT_SECRET", "jwt_secret", _nonempty, "HS* shared secret"),
     FieldSpec("JWT_PUBLIC_KEY", "jwt_public_key", _pem, "PEM public key (text or path)"),

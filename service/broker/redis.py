@@ -21,14 +21,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
 from . import _batch_read
-from ._errors import CONNECTION_ERRORS, never_sent
+from ._errors import CONNECTION_ERRORS, explain, never_sent
 from .base import (
     Broker,
     BrokerEvents,
@@ -38,10 +38,10 @@ from .base import (
     PublishOutcomeUnknown,
     Window,
 )
-from .envelope import Envelopes, read_secret
+from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
 from .keys import PLAIN
 from .plain import PlainStore
-from .script import PUBLISH_SCRIPT, Published, store_and_publish
+from .script import PERMISSIONS_SCRIPT, PUBLISH_SCRIPT, Published, store_and_publish
 
 log = logging.getLogger("service.broker")
 
@@ -85,9 +85,12 @@ class RedisBroker(Broker):
             socket_timeout=5.0,
             health_check_interval=10,
             protocol=2,
+            **settings.redis_options,  # TLS files: this pool serves every command and pub/sub
         )
+        self._client_cert = settings.redis_tls_cert_file is not None
         self._client: aioredis.Redis = aioredis.Redis(connection_pool=self._pool)
         self._script = self._client.register_script(PUBLISH_SCRIPT)
+        self._permissions = self._client.register_script(PERMISSIONS_SCRIPT)
         self._plain = PlainStore(
             self._client,
             self._keys,
@@ -126,23 +129,32 @@ class RedisBroker(Broker):
         failures = 0
         while self.state is not BrokerState.CLOSED:
             pubsub = self._client.pubsub()
+            step = f"SET NX/GET {ENVELOPE_SECRET_KEY}"  # what a refusal names
             try:
                 await self._read_secret()  # before anything is received or published
+                step = f"PSUBSCRIBE {self._keys.pattern}"
                 await pubsub.psubscribe(self._keys.pattern)
                 failures = 0
                 await self._read(pubsub)
             except Exception as exc:  # the reader must outlive anything Redis does to it
                 failures += 1
-                if not isinstance(exc, (*CONNECTION_ERRORS, BrokerUnavailable)):
-                    log.exception("redis reader failed unexpectedly")
+                why = explain(exc, client_cert=self._client_cert)
                 if isinstance(exc, SubscriptionStalled):
-                    self._went_down("redis stalled: no answer to the liveness probe")
+                    reason = "redis stalled: no answer to the liveness probe"
+                elif isinstance(exc, ResponseError):
+                    # An error reply (NOPERM, a read-only replica…): the configuration, most
+                    # likely, and retried all the same since an operator may fix it live.
+                    reason = f"redis refused {step}: {why}"
+                elif isinstance(exc, (*CONNECTION_ERRORS, BrokerUnavailable)):
+                    reason = f"redis unreachable: {why}"
                 else:
-                    self._went_down(f"redis unreachable: {type(exc).__name__}")
+                    log.exception("redis reader failed unexpectedly")
+                    reason = f"redis reader failed: {type(exc).__name__}"
+                self._went_down(reason)
                 delay = self._backoff.compute(failures)
                 log.warning(
                     "redis subscription lost (%s); retrying in %.2fs (attempt %d)",
-                    exc,
+                    reason,
                     delay,
                     failures,
                 )
@@ -254,7 +266,12 @@ class RedisBroker(Broker):
         return await self._call(call, resend_safe=True, writes=False)
 
     async def _call(
-        self, call: Callable[[], Awaitable[T]], *, resend_safe: bool, writes: bool = True
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        resend_safe: bool,
+        writes: bool = True,
+        room: str | None = None,
     ) -> T:
         """`call`, tried up to ATTEMPTS times on a connection error or timeout: always when it
         never reached Redis, otherwise only when `resend_safe` (a read, an idempotent publish).
@@ -270,14 +287,39 @@ class RedisBroker(Broker):
                 # A timeout already took `socket_timeout`: no second wait on a stalled Redis.
                 timed_out = isinstance(exc, RedisTimeoutError)
                 if attempt == ATTEMPTS or timed_out or (sent and not resend_safe):
-                    reason = f"redis: {type(exc).__name__}: {exc}"
+                    reason = f"redis: {explain(exc, client_cert=self._client_cert)}"
                     if writes and maybe_ran:
                         raise PublishOutcomeUnknown(reason) from exc
                     raise BrokerUnavailable(reason) from exc
             except RedisError as exc:  # an error reply: Redis refused the command, did nothing
-                raise BrokerUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+                raise BrokerUnavailable(await self._refusal(exc, room)) from exc
             await asyncio.sleep(self._command_backoff.compute(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _refusal(self, exc: RedisError, room: str | None) -> str:
+        """What Redis refused, naming the commands when a script of `room`'s was refused one
+        (the ACL check runs only then: a misconfiguration, not the publish path)."""
+        why = f"redis refused: {explain(exc, client_cert=self._client_cert)}"
+        if room is None or "can't run this command" not in str(exc):
+            return why
+        keys = self._keys
+        names = [
+            keys.history(room),
+            keys.channel(room),
+            keys.publish(room, "k"),
+            keys.plain(room, "0"),
+        ]
+        try:
+            missing = await self._permissions(args=names)
+        except RedisError:  # no acl_check_cmd (before Redis 7), or not even this is allowed
+            return why
+        if not missing:
+            return why
+        refused = ", ".join(m.decode() if isinstance(m, bytes) else str(m) for m in missing)
+        return (
+            f"redis refused: this Redis user may not run {refused} "
+            "(docs/redis.md has the gateway's ACL)"
+        )
 
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
         secret = self._secret()
@@ -292,6 +334,7 @@ class RedisBroker(Broker):
                 keys=self._keys,
             ),
             resend_safe=False,  # without a key, a resend after a lost answer stores twice
+            room=room,
         )
         return published.ids
 
@@ -315,6 +358,7 @@ class RedisBroker(Broker):
                 nonce=nonce,
             ),
             resend_safe=True,
+            room=room,
         )
 
     async def history(self, room: str, after: str | None, limit: int) -> list[HistoryEntry]:

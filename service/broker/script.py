@@ -90,6 +90,29 @@ return id
 )
 _REUSED: Final = "IDEMPOTENCY_KEY_REUSED"
 
+# Which commands the scripts run would the calling user be refused, checked without running
+# them (Redis 7's `redis.acl_check_cmd`): a refusal inside a script does not say which command
+# it was. ARGV: the room's history, channel, idempotency-key and claim key names (ARGV, not
+# KEYS, so a key the user may not touch is reported rather than refusing this script).
+PERMISSIONS_SCRIPT: Final = """
+local checks = {
+  {'XADD', ARGV[1], 'MAXLEN', '~', '1', '*', 'log', '{}'},
+  {'EXPIRE', ARGV[1], '1'},
+  {'PUBLISH', ARGV[2], '{}'},
+  {'GET', ARGV[3]},
+  {'SET', ARGV[3], '-', 'EX', '1'},
+  {'GET', ARGV[4]},
+  {'SET', ARGV[4], '1', 'EX', '1'},
+}
+local missing = {}
+for _, check in ipairs(checks) do
+  if not redis.acl_check_cmd(unpack(check)) then
+    missing[#missing + 1] = check[1] .. ' ' .. check[2]
+  end
+end
+return missing
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Published:

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import orjson
 
 from tests.support.aio import poll_until
 from tests.support.paths import ROOT
+from tests.support.tls import Certificates
 
 NGINX_CONF: Final = ROOT / "config" / "nginx.conf"
 
@@ -74,22 +76,56 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A redis-server of our own on a free port: never the data of an existing Redis."""
 
-    def __init__(self, port: int | None = None, *, aof_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        aof_dir: Path | None = None,
+        tls: Certificates | None = None,
+        tls_auth_clients: bool = False,
+    ) -> None:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         # With a directory: an append-only file fsynced on every write, so a SIGKILL and a
         # restart keep every acknowledged write (the soak's Redis).
         self.aof_dir = aof_dir
+        # With certificates: TLS only (`--port 0`), the server's certificate signed by
+        # `tls.ca`; with `tls_auth_clients`, a client must present one signed by it too.
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.server_cert),
+            "--tls-key-file", str(self.tls.server_key),
+            "--tls-ca-cert-file", str(self.tls.ca),
+            "--tls-auth-clients", "yes" if self.tls_auth_clients else "no",
+        ]  # fmt: skip
+
+    def _ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+            if self.tls is None:
+                raw.sendall(b"PING\r\n")
+                return raw.recv(16).startswith(b"+PONG")
+            context = ssl.create_default_context(cafile=self.tls.ca)
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port", str(self.port),
+                *self._listen_args(),
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--daemonize", "no",
@@ -107,13 +143,9 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                if self._ping():
+                    return
             time.sleep(0.02)
         raise RuntimeError("redis-server did not answer PING within 10 s")
 
@@ -147,12 +179,20 @@ class RedisServer:
     def cli(self, *args: str) -> str:
         redis_cli = shutil.which("redis-cli") or "redis-cli"
         out = subprocess.run(
-            [redis_cli, "-p", str(self.port), *args],
+            [redis_cli, "-p", str(self.port), *self._cli_tls(), *args],
             check=True,
             capture_output=True,
             timeout=10,
         )
         return out.stdout.decode()
+
+    def _cli_tls(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--tls", "--cacert", str(self.tls.ca),
+            "--cert", str(self.tls.client_cert), "--key", str(self.tls.client_key),
+        ]  # fmt: skip
 
 
 # -- the service -----------------------------------------------------------------------------------

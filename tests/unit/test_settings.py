@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.settings import ALLOWED_ALGORITHMS, FIELDS, Settings, SettingsError
+from tests.support.tls import make_certificates
 
 PEM = (
     ec.generate_private_key(ec.SECP256R1())
@@ -20,6 +22,10 @@ PEM = (
 )
 ASYMMETRIC = {"JWT_ALGORITHMS": "ES256"}
 REDIS = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+# The TLS variables name files that must load: made once for the module, removed at exit.
+_TLS_DIR = tempfile.TemporaryDirectory(prefix="roomlogs-settings-tls-")
+TLS = make_certificates(Path(_TLS_DIR.name))
+REDISS = {"REDIS_URL": "rediss://127.0.0.1:6380/0"}
 
 # variable, raw value, extra environment the value needs, attribute, parsed value
 GOOD: list[tuple[str, str, dict[str, str], str, Any]] = [
@@ -48,6 +54,13 @@ GOOD: list[tuple[str, str, dict[str, str], str, Any]] = [
     ("IDEMPOTENCY_TTL", "60", {}, "idempotency_ttl", 60),
     ("REDIS_POOL_SIZE", "16", {}, "redis_pool_size", 16),
     ("REDIS_POOL_TIMEOUT", "0.5", {}, "redis_pool_timeout", 0.5),
+    ("REDIS_TLS_CA_FILE", str(TLS.ca), REDISS, "redis_tls_ca_file", str(TLS.ca)),
+    ("REDIS_TLS_CERT_FILE", str(TLS.client_cert),
+     {**REDISS, "REDIS_TLS_KEY_FILE": str(TLS.client_key)},
+     "redis_tls_cert_file", str(TLS.client_cert)),
+    ("REDIS_TLS_KEY_FILE", str(TLS.client_key),
+     {**REDISS, "REDIS_TLS_CERT_FILE": str(TLS.client_cert)},
+     "redis_tls_key_file", str(TLS.client_key)),
     ("SUBSCRIBER_BUFFER", "64", {}, "subscriber_buffer", 64),
     ("MAX_CONNECTIONS", "5", {}, "max_connections", 5),
     ("MAX_MESSAGE_BYTES", "256", {}, "max_message_bytes", 256),
@@ -195,6 +208,9 @@ BAD: list[tuple[str, str]] = [
     ("IDEMPOTENCY_TTL", "0"),
     ("REDIS_POOL_SIZE", "1"),
     ("REDIS_POOL_TIMEOUT", "-1"),
+    ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+    ("REDIS_TLS_CERT_FILE", "/nonexistent/client.pem"),
+    ("REDIS_TLS_KEY_FILE", "/nonexistent/client-key.pem"),
     ("IDEMPOTENCY_TTL", "-5"),
     ("SUBSCRIBER_BUFFER", "0"),
     ("MAX_CONNECTIONS", "0"),
@@ -253,6 +269,11 @@ CROSS: list[tuple[str, dict[str, str], str]] = [
     ("public-key-with-hs-only", {"JWT_PUBLIC_KEY": PEM}, "JWT_ALGORITHMS"),
     ("jwks-with-hs-only", {"JWT_JWKS_URL": "https://x/jwks"}, "JWT_ALGORITHMS"),
     ("room-check-without-redis", {"ROOM_CHECK": "redis"}, "ROOM_CHECK"),
+    ("tls-ca-without-rediss", {**REDIS, "REDIS_TLS_CA_FILE": str(TLS.ca)}, "REDIS_TLS_CA_FILE"),
+    ("tls-key-without-cert", {**REDISS, "REDIS_TLS_KEY_FILE": str(TLS.client_key)},
+     "REDIS_TLS_KEY_FILE"),
+    ("tls-key-of-another-cert", {**REDISS, "REDIS_TLS_CERT_FILE": str(TLS.client_cert),
+     "REDIS_TLS_KEY_FILE": str(TLS.server_key)}, "REDIS_TLS_KEY_FILE"),
     ("algorithms-none", {"JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS"),
     ("algorithms-none-with-rs", {"JWT_ALGORITHMS": "RS256,none", "JWT_PUBLIC_KEY": PEM},
      "JWT_ALGORITHMS"),
