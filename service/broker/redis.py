@@ -291,17 +291,23 @@ class RedisBroker(Broker):
                     if writes and maybe_ran:
                         raise PublishOutcomeUnknown(reason) from exc
                     raise BrokerUnavailable(reason) from exc
-            except RedisError as exc:  # an error reply: Redis refused the command, did nothing
-                raise BrokerUnavailable(await self._refusal(exc, room)) from exc
+            except RedisError as exc:  # an error reply: Redis refused the command
+                reason, first_write_refused = await self._refusal(exc, room)
+                if writes and "@user_script" in str(exc) and not first_write_refused:
+                    # Refused inside a script, which Redis does not roll back: what ran
+                    # before the refused command (an XADD, say) is stored.
+                    raise PublishOutcomeUnknown(f"{reason}; the script stopped part-way") from exc
+                raise BrokerUnavailable(reason) from exc
             await asyncio.sleep(self._command_backoff.compute(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _refusal(self, exc: RedisError, room: str | None) -> str:
+    async def _refusal(self, exc: RedisError, room: str | None) -> tuple[str, bool]:
         """What Redis refused, naming the commands when a script of `room`'s was refused one
-        (the ACL check runs only then: a misconfiguration, not the publish path)."""
+        (the ACL check runs only then: a misconfiguration, not the publish path); and whether
+        it was the scripts' first write, XADD (then nothing was stored)."""
         why = f"redis refused: {explain(exc, client_cert=self._client_cert)}"
         if room is None or "can't run this command" not in str(exc):
-            return why
+            return why, False
         keys = self._keys
         names = [
             keys.history(room),
@@ -312,14 +318,16 @@ class RedisBroker(Broker):
         try:
             missing = await self._permissions(args=names)
         except RedisError:  # no acl_check_cmd (before Redis 7), or not even this is allowed
-            return why
+            return why, False
         if not missing:
-            return why
-        refused = ", ".join(m.decode() if isinstance(m, bytes) else str(m) for m in missing)
+            return why, False
+        names = [m.decode() if isinstance(m, bytes) else str(m) for m in missing]
+        refused = ", ".join(names)
+        first_write = any(n.upper().startswith("XADD") for n in names)
         return (
             f"redis refused: this Redis user may not run {refused} "
             "(docs/redis.md has the gateway's ACL)"
-        )
+        ), first_write
 
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
         secret = self._secret()

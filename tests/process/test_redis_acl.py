@@ -134,6 +134,23 @@ async def test_without_xadd_a_publish_is_refused_saying_so(
     assert "docs/redis.md" in body["detail"]
 
 
+async def test_refused_after_its_xadd_a_publish_is_of_unknown_outcome_not_unstored(
+    service: StartService, acl_redis: RedisServer, room: str
+) -> None:
+    """Redis does not roll a script back: without `publish`, the XADD before it stayed. The
+    answer must not say "not stored" (it was): 504, retry with a key."""
+    acl_redis.cli(*ADMIN, "ACL", "SETUSER", "roomlogs-gateway", "-publish")
+    srv = await service(REDIS_URL=gateway_url(acl_redis))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        url = f"{srv.url}/api/v1/rooms/{room}/logs"
+        async with http.post(url, json=sample_log(1), headers=auth()) as r:
+            assert r.status == 504
+            body = await r.json()
+    assert body["error"] == "publish_outcome_unknown"
+    assert "PUBLISH" in body["detail"]
+    assert acl_redis.cli(*ADMIN, "XLEN", f"room:{room}:history").strip() == "1"
+
+
 async def test_a_wrong_password_is_unready_saying_so(
     tmp_path: Path, acl_redis: RedisServer
 ) -> None:
