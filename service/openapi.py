@@ -386,7 +386,8 @@ def build(settings: Settings) -> dict[str, Any]:
     """The document for an app with these settings (the cookie name, the history cap)."""
     security: list[dict[str, list[str]]] = [{"bearer": []}, {"accessToken": []}, {"cookie": []}]
     room_tag = ["rooms"]
-    stream_id_schema = {"type": "string", "pattern": STREAM_ID_PATTERN}
+    # A query parameter given empty is taken as not given.
+    stream_id_or_empty = {"type": "string", "pattern": f"^$|{STREAM_ID_PATTERN}"}
     last_event_id_desc = (
         "Resume after this stream id (EventSource resends it by itself); the header wins over "
         "`lastEventId`. Not a stream id: 400 `invalid_last_event_id`."
@@ -404,26 +405,31 @@ def build(settings: Settings) -> dict[str, Any]:
         "security": security,
         "parameters": [
             _room_param(),
-            _query("lastEventId", last_event_id_desc, stream_id_schema),
+            _query("lastEventId", last_event_id_desc, stream_id_or_empty),
             {
                 "name": "Last-Event-ID",
                 "in": "header",
                 "required": False,
                 "description": last_event_id_desc,
-                "schema": stream_id_schema,
+                "schema": stream_id_or_empty,
             },
             _query(
                 "history",
                 f"Send the last N logs first (capped at HISTORY_MAX, here "
                 f"{settings.history_max}); ignored when resuming. ASCII digits only, else "
                 "400 `invalid_history`.",
-                {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+                {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+                        {"const": ""},
+                    ]
+                },
             ),
             _query(
                 "level",
                 "Minimum level (debug < info < success < warn < error); empty: all. Else 400 "
                 "`invalid_level`.",
-                {"type": "string", "enum": list(LEVELS)},
+                {"type": "string", "enum": ["", *LEVELS]},
             ),
             _query("agentType", "Only logs of this agentType; empty: all.", {"type": "string"}),
         ],
@@ -538,7 +544,7 @@ def build(settings: Settings) -> dict[str, Any]:
                 "after",
                 "Only logs after this stream id (a page's `next`); empty: from the oldest. Else "
                 "400 `invalid_after`.",
-                stream_id_schema,
+                stream_id_or_empty,
             ),
             _query(
                 "limit",
