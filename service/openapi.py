@@ -29,7 +29,10 @@ Schema = dict[str, Any]
 
 ROOM_ID_PATTERN: Final = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 KEY_PATTERN: Final = "^[A-Za-z0-9._:-]{1,128}$"
-STREAM_ID_PATTERN: Final = "^[0-9]{1,20}-[0-9]{1,20}$"
+# `ms-seq`, each below 2**64 (Redis' limit): up to 19 digits, or 20 up to 17999…, which leaves
+# out the few 20-digit values from 18000… to 2**64 - 1 that a regex would spell at length.
+_U64: Final = "(?:[0-9]{1,19}|1[0-7][0-9]{18})"
+STREAM_ID_PATTERN: Final = f"^{_U64}-{_U64}$"
 TIMESTAMP_PATTERN: Final = (
     "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-5][0-9]:[0-5][0-9]([.][0-9]+)?"
     "(Z|[+-][0-9]{2}:[0-9]{2})$"
