@@ -17,6 +17,7 @@ from .endings import Ending, Endings
 from .errors import error_middleware
 from .handlers import viewer
 from .handlers.history import history
+from .handlers.openapi import openapi_handler
 from .handlers.probes import healthz, metrics_view, readyz
 from .handlers.publish import publish_logs
 from .handlers.stream import stream_logs
@@ -75,6 +76,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/openapi.json", openapi_handler(settings))
     viewer.add_routes(app)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(housekeeping_ctx)
