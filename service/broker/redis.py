@@ -41,6 +41,7 @@ from .base import (
 from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
 from .keys import PLAIN
 from .plain import PlainStore
+from .refusal import describe_refusal
 from .script import PERMISSIONS_SCRIPT, PUBLISH_SCRIPT, Published, store_and_publish
 
 log = logging.getLogger("service.broker")
@@ -302,32 +303,9 @@ class RedisBroker(Broker):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _refusal(self, exc: RedisError, room: str | None) -> tuple[str, bool]:
-        """What Redis refused, naming the commands when a script of `room`'s was refused one
-        (the ACL check runs only then: a misconfiguration, not the publish path); and whether
-        it was the scripts' first write, XADD (then nothing was stored)."""
-        why = f"redis refused: {explain(exc, client_cert=self._client_cert)}"
-        if room is None or "can't run this command" not in str(exc):
-            return why, False
-        keys = self._keys
-        names = [
-            keys.history(room),
-            keys.channel(room),
-            keys.publish(room, "k"),
-            keys.plain(room, "0"),
-        ]
-        try:
-            missing = await self._permissions(args=names)
-        except RedisError:  # no acl_check_cmd (before Redis 7), or not even this is allowed
-            return why, False
-        if not missing:
-            return why, False
-        names = [m.decode() if isinstance(m, bytes) else str(m) for m in missing]
-        refused = ", ".join(names)
-        first_write = any(n.upper().startswith("XADD") for n in names)
-        return (
-            f"redis refused: this Redis user may not run {refused} "
-            "(docs/redis.md has the gateway's ACL)"
-        ), first_write
+        return await describe_refusal(
+            exc, room, self._keys, self._permissions, client_cert=self._client_cert
+        )
 
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
         secret = self._secret()
