@@ -21,7 +21,8 @@ def main(which: str) -> int:
         if which == "lowest":
             extras = re.match(rf"{name}(\[[^\]]*\])?", spec)
             lowest = re.search(r">=\s*([0-9][^,\s]*)", spec)
-            assert extras is not None and lowest is not None, spec
+            assert extras is not None, spec
+            assert lowest is not None, spec
             args.append(f"{name}{extras.group(1) or ''}=={lowest.group(1)}")
         else:
             args.append(spec)

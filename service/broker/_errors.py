@@ -10,6 +10,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+
+class SubscriptionStalled(RedisTimeoutError):
+    """The subscription said nothing and did not answer the liveness probe in time."""
+
+
 CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 # redis-py prefixes a pipeline's error with the whole command, arguments included (the envelope
 # secret it was setting, a log): never shown. Its own wrapping of the message goes too.

@@ -28,7 +28,7 @@ from redis.retry import Retry
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
 from . import _batch_read
-from ._errors import CONNECTION_ERRORS, explain, never_sent
+from ._errors import CONNECTION_ERRORS, SubscriptionStalled, explain, never_sent
 from .base import (
     Broker,
     BrokerEvents,
@@ -57,10 +57,6 @@ PROBE_TIMEOUT: Final = 3.0
 PROBE: Final = "roomlogs-probe"
 CLOSE_DRAIN: Final = 2.0  # seconds `close` waits for plain logs being stored
 CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
-
-
-class SubscriptionStalled(RedisTimeoutError):
-    """The subscription said nothing and did not answer the liveness probe in time."""
 
 
 class RedisBroker(Broker):
@@ -293,7 +289,9 @@ class RedisBroker(Broker):
                         raise PublishOutcomeUnknown(reason) from exc
                     raise BrokerUnavailable(reason) from exc
             except RedisError as exc:  # an error reply: Redis refused the command
-                reason, first_write_refused = await self._refusal(exc, room)
+                reason, first_write_refused = await describe_refusal(
+                    exc, room, self._keys, self._permissions, client_cert=self._client_cert
+                )
                 if writes and "@user_script" in str(exc) and not first_write_refused:
                     # Refused inside a script, which Redis does not roll back: what ran
                     # before the refused command (an XADD, say) is stored.
@@ -302,32 +300,28 @@ class RedisBroker(Broker):
             await asyncio.sleep(self._command_backoff.compute(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _refusal(self, exc: RedisError, room: str | None) -> tuple[str, bool]:
-        return await describe_refusal(
-            exc, room, self._keys, self._permissions, client_cert=self._client_cert
-        )
-
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
-        secret = self._secret()
-        published = await self._call(
-            lambda: store_and_publish(
-                self._script,
-                room,
-                logs,
-                self._history_max,
-                self._history_ttl,
-                secret=secret,
-                keys=self._keys,
-            ),
-            resend_safe=False,  # without a key, a resend after a lost answer stores twice
-            room=room,
-        )
-        return published.ids
+        # Without a key, a resend after a lost answer would store twice.
+        return (await self._store(room, logs, resend_safe=False)).ids
 
     async def publish_once(
         self, room: str, logs: Sequence[bytes], key: str, seen: str
     ) -> Published:
-        nonce = uuid.uuid4().hex  # the same in every attempt: a resend replays, stores nothing
+        # The nonce is the same in every attempt: a resend replays, stores nothing.
+        return await self._store(
+            room, logs, resend_safe=True, key=key, seen=seen, nonce=uuid.uuid4().hex
+        )
+
+    async def _store(
+        self,
+        room: str,
+        logs: Sequence[bytes],
+        *,
+        resend_safe: bool,
+        key: str | None = None,
+        seen: str = "",
+        nonce: str | None = None,
+    ) -> Published:
         secret = self._secret()
         return await self._call(
             lambda: store_and_publish(
@@ -343,7 +337,7 @@ class RedisBroker(Broker):
                 seen=seen,
                 nonce=nonce,
             ),
-            resend_safe=True,
+            resend_safe=resend_safe,
             room=room,
         )
 
