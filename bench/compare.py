@@ -67,7 +67,7 @@ from .measure import Phases, measure_case, new_run
 from .metering import QuietCores
 from .records import Case, Run
 from .report import ORDER, compare_markdown
-from .results import export_revision, utc_stamp, write_result
+from .results import choose_source, utc_stamp, write_result
 from .stepping import Rules
 from .systems import ensure_nchan
 from .targets import targets
@@ -271,13 +271,8 @@ async def amain(args: argparse.Namespace) -> int:
     args.workdir = out.with_suffix("").with_name(out.stem + "-logs")
     args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="roomlogs-compare-") as tmp:
-        args.source = ROOT
         try:
-            if args.rev:
-                args.source = Path(tmp) / "src"
-                args.source.mkdir()
-                args.rev_commit = export_revision(args.rev, args.source)
-                say(f"roomlogs from {args.rev} ({args.rev_commit[:12]}), not the work tree")
+            choose_source(args, Path(tmp), "roomlogs")
             redis.start()
             await Comparison(args, redis).all(cases, runs, out)
         except SetupError as exc:

@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import RESULTS_DIR, ROOT, SetupError, say, shown
+from ._common import RESULTS_DIR, SetupError, say, shown
 from ._procs import pin_load_generator, raise_nofile
 from ._redis import PrivateRedis
 from .cases import parse_counts
@@ -38,7 +38,7 @@ from .measure import Phases, measure_case, new_run
 from .metering import QuietCores
 from .records import Case, Run
 from .report import fanout_markdown
-from .results import export_revision, utc_stamp, write_result
+from .results import choose_source, utc_stamp, write_result
 from .stepping import Rules, first_rate
 from .systems import Roomlogs
 from .verdicts import Cores
@@ -144,12 +144,7 @@ async def amain(args: argparse.Namespace) -> int:
     redis = PrivateRedis(args.client_cpu)
     with tempfile.TemporaryDirectory(prefix="roomlogs-bench-") as tmp:
         try:
-            args.source = ROOT
-            if args.rev:
-                args.source = Path(tmp) / "src"
-                args.source.mkdir()
-                args.rev_commit = export_revision(args.rev, args.source)
-                say(f"service from {args.rev} ({args.rev_commit[:12]}), not the work tree")
+            choose_source(args, Path(tmp), "service")
             redis.start()
             runs = await measure_all(args, redis, Path(tmp))
             failed = next((r for r in runs if r.error), None)

@@ -47,7 +47,7 @@ import redis.asyncio as aioredis
 from service.auth import mint_token
 from service.broker.keys import PLAIN
 
-from ._common import RESULTS_DIR, ROOT, SECRET, SetupError, say, shown
+from ._common import RESULTS_DIR, SECRET, SetupError, say, shown
 from ._procs import pin_load_generator, raise_nofile
 from ._redis import PrivateRedis, RedisTap, flush_redis, pubsub_clients
 from .cases import parse_counts
@@ -56,7 +56,7 @@ from .publishers import LogFactory, ScriptFeed, _Replies, bulk
 from .reader import KeepingStream, Pool, Recorder, check_framing, events_of
 from .records import Latency
 from .report_plain import FEEDS, Phase, line, plain_markdown, problems, stream_problem
-from .results import export_revision, utc_stamp, write_result
+from .results import choose_source, utc_stamp, write_result
 from .stepping import Rig, Rules
 from .systems import Roomlogs
 from .verdicts import Cores
@@ -319,13 +319,8 @@ async def amain(args: argparse.Namespace) -> int:
     phases: list[Phase] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="roomlogs-plain-") as tmp:
-        args.source = ROOT
         try:
-            if args.rev:
-                args.source = Path(tmp) / "src"
-                args.source.mkdir()
-                args.rev_commit = export_revision(args.rev, args.source)
-                say(f"gateways from {args.rev} ({args.rev_commit[:12]}), not the work tree")
+            choose_source(args, Path(tmp), "gateways")
             redis.start()
             client = aioredis.Redis.from_url(redis.url, protocol=2)
             try:

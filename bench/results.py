@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ._common import ROOT, SetupError
+from ._common import ROOT, SetupError, say
 from .records import Latency, Run, Step
 
 SKIPPED = ("started", "workdir")  # the timestamp (a key of its own) and a run-local path
@@ -174,3 +174,14 @@ def export_revision(rev: str, into: Path) -> str:
     except (OSError, subprocess.SubprocessError) as exc:
         raise SetupError(f"cannot export {rev!r}: {exc}") from None
     return commit
+
+
+def choose_source(args: Any, tmp: Path, what: str) -> None:
+    """Set `args.source` (the tree the service runs from) to the work tree, or, with `--rev`,
+    to that revision's `service` exported under `tmp`, noting `args.rev_commit`."""
+    args.source = ROOT
+    if args.rev:
+        args.source = tmp / "src"
+        args.source.mkdir()
+        args.rev_commit = export_revision(args.rev, args.source)
+        say(f"{what} from {args.rev} ({args.rev_commit[:12]}), not the work tree")
