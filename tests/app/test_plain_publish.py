@@ -8,7 +8,9 @@ was dropped as an old envelope, and a forged envelope 30 minutes ahead hid every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -17,9 +19,18 @@ import redis.asyncio as aioredis
 from service.broker.keys import PLAIN
 from service.broker.redis import RedisBroker
 from service.state import STATE
-from tests.support.factories import MakeClient, auth, sample_log
+from tests.support.factories import Client, MakeClient, auth, sample_log
 from tests.support.servers import RedisServer
 from tests.support.sse import SSEStream
+
+
+@contextlib.asynccontextmanager
+async def _live(client: Client, room: str) -> AsyncIterator[SSEStream]:
+    """A stream of `room`, past its `connected` event: live from here on."""
+    async with client.get(f"/api/v1/rooms/{room}/logs", headers=auth()) as resp:
+        sse = SSEStream(resp)
+        assert (await sse.next()).event == "connected"
+        yield sse
 
 
 def _value(client_app: object, name: str, labels: dict[str, str] | None = None) -> float:
@@ -40,9 +51,7 @@ async def test_a_plain_publish_is_stored_and_delivered_with_its_id(
     client = await make_client(redis=True)
     redis = aioredis.Redis.from_url(redis_server.url)
     try:
-        async with client.get(f"/api/v1/rooms/{room}/logs", headers=auth()) as resp:
-            sse = SSEStream(resp)
-            assert (await sse.next()).event == "connected"
+        async with _live(client, room) as sse:
             # Mixed with the service's own publishes: one order, ids increasing.
             await redis.publish(PLAIN.channel(room), orjson.dumps(sample_log(0)))
             r = await client.post(f"/api/v1/rooms/{room}/logs", json=sample_log(1), headers=auth())
@@ -103,9 +112,7 @@ async def test_several_gateways_store_each_plain_log_once_identical_ones_include
     payloads[10:10] = [same, same]
     payloads.append(same)
     try:
-        async with gateways[0].get(f"/api/v1/rooms/{room}/logs", headers=auth()) as resp:
-            sse = SSEStream(resp)
-            assert (await sse.next()).event == "connected"
+        async with _live(gateways[0], room) as sse:
             async with redis.pipeline(transaction=False) as pipe:
                 for p in payloads:
                     pipe.publish(PLAIN.channel(room), p)
@@ -142,9 +149,7 @@ async def test_a_forged_envelope_is_refused_counted_and_hides_nothing(
         orjson.dumps(sample_log(0))[1:],
     )
     try:
-        async with client.get(f"/api/v1/rooms/{room}/logs", headers=auth()) as resp:
-            sse = SSEStream(resp)
-            assert (await sse.next()).event == "connected"
+        async with _live(client, room) as sse:
             await redis.publish(PLAIN.channel(room), forged)
             r = await client.post(f"/api/v1/rooms/{room}/logs", json=sample_log(1), headers=auth())
             assert r.status == 202
@@ -166,9 +171,7 @@ async def test_an_ordinary_log_whose_first_field_is_id_shaped_is_a_log(
     redis = aioredis.Redis.from_url(redis_server.url)
     payload = b'{"id":"20240101-7","agentType":"deploy","level":"info","message":"job 7 done"}'
     try:
-        async with client.get(f"/api/v1/rooms/{room}/logs", headers=auth()) as resp:
-            sse = SSEStream(resp)
-            assert (await sse.next()).event == "connected"
+        async with _live(client, room) as sse:
             await redis.publish(PLAIN.channel(room), payload)
             [event] = await sse.collect(1)
         log = event.json()
@@ -187,9 +190,7 @@ async def test_a_plain_log_is_stored_after_redis_lost_its_scripts(
     client = await make_client(redis=True)
     redis = aioredis.Redis.from_url(redis_server.url)
     try:
-        async with client.get(f"/api/v1/rooms/{room}/logs", headers=auth()) as resp:
-            sse = SSEStream(resp)
-            assert (await sse.next()).event == "connected"
+        async with _live(client, room) as sse:
             await redis.publish(PLAIN.channel(room), orjson.dumps(sample_log(0)))
             [first] = await sse.collect(1)
             await redis.script_flush()
