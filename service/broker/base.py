@@ -121,6 +121,13 @@ class Broker(abc.ABC):
         """These rooms lost their last local stream."""
         self.rooms.difference_update(rooms)
 
+    async def listening(self, rooms: Collection[str]) -> None:
+        """Until live delivery of these (just subscribed) rooms is confirmed: a stream's replay
+        is read after this, so that no log falls between the replay and live. At once where
+        one subscription covers every room (`SUBSCRIBE_MODE=pattern`, memory); a per-room
+        subscriber waits for its confirmation, bounded, and raises `BrokerUnavailable`."""
+        return
+
     def store_plain(self, room: str, channel: bytes, payload: bytes, log: bytes) -> None:
         """Store a plain PUBLISH's log (`payload` as received, `log` as validated) once, and
         publish its envelope; only a broker with a channel receives them."""

@@ -72,6 +72,7 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
     try:
         await resp.prepare(request)
         try:
+            await state.broker.listening(sub.rooms)
             async for piece, logs in replay(state.broker, settings, sub, query, delivery.started):
                 await resp.write(piece)  # waits while the client's socket is full
                 state.metrics.replayed.inc(logs)
