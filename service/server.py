@@ -130,7 +130,7 @@ async def _main(settings: Settings, reuse_port: bool) -> None:
         "roomlogs listening on http://%s:%d (broker: %s, pid %d)",
         settings.listen_host,
         settings.port,
-        "redis" if settings.redis_url else "memory",
+        settings.topology,
         os.getpid(),
     )
     # Long-lived start-up objects leave the collector's view, and young collections run less

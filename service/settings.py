@@ -37,6 +37,13 @@ class Settings:
     listen_host: str = "0.0.0.0"
     port: int = 8080
     redis_url: str | None = None
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_cluster_nodes: tuple[tuple[str, int], ...] = ()
+    subscribe_mode: Literal["pattern", "rooms"] = "pattern"
+    unsubscribe_linger: float = 5.0
+    publish_replicas: int = 0
+    publish_replicas_timeout_ms: int = 200
     redis_pool_size: int = 64
     redis_pool_timeout: float = 2.0
     redis_tls_ca_file: str | None = None
@@ -58,6 +65,7 @@ class Settings:
     subscriber_buffer: int = 1000
     max_connections: int = 10000
     max_message_bytes: int = 65536
+    max_rooms_per_stream: int = 64
     cors_origins: tuple[str, ...] = ()
     room_check: Literal["off", "redis"] = "off"
     workers: int = 1
@@ -71,6 +79,19 @@ class Settings:
     def ephemeral_secret(self) -> bool:
         """True when no key is configured: the CLI generates a secret and prints a dev token."""
         return not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url)
+
+    @property
+    def uses_redis(self) -> bool:
+        """A Redis broker (one server, Sentinel or Cluster), not the embedded one."""
+        return bool(self.redis_url or self.redis_sentinels or self.redis_cluster_nodes)
+
+    @property
+    def topology(self) -> Literal["memory", "redis", "sentinel", "cluster"]:
+        if self.redis_cluster_nodes:
+            return "cluster"
+        if self.redis_sentinels:
+            return "sentinel"
+        return "redis" if self.redis_url else "memory"
 
     @property
     def redis_options(self) -> dict[str, Any]:
@@ -131,11 +152,27 @@ class Settings:
             raise SettingsError(
                 "JWT_PUBLIC_KEY", f"{asymmetric[0]} needs JWT_PUBLIC_KEY or JWT_JWKS_URL"
             )
-        if self.redis_url is None and self.workers > 1:
+        if self.redis_sentinels and self.redis_cluster_nodes:
+            raise SettingsError(
+                "REDIS_CLUSTER_NODES", "set REDIS_SENTINELS or REDIS_CLUSTER_NODES, not both"
+            )
+        if (
+            self.redis_url
+            and self.redis_url.startswith("unix://")
+            and (self.redis_sentinels or self.redis_cluster_nodes)
+        ):
+            raise SettingsError(
+                "REDIS_URL",
+                "with REDIS_SENTINELS or REDIS_CLUSTER_NODES it carries only the scheme, "
+                "password and db (redis:// or rediss://)",
+            )
+        if self.publish_replicas and not self.uses_redis:
+            raise SettingsError("PUBLISH_REPLICAS", "needs a Redis broker (REDIS_URL, ...)")
+        if not self.uses_redis and self.workers > 1:
             raise SettingsError(
                 "WORKERS", "the embedded broker serves one process: set REDIS_URL to run workers"
             )
-        if self.room_check == "redis" and self.redis_url is None:
+        if self.room_check == "redis" and not self.uses_redis:
             raise SettingsError("ROOM_CHECK", "'redis' needs REDIS_URL")
         self._check_tls()
 
@@ -232,6 +269,20 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _host_ports(raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (an IPv6 host in brackets: `[::1]:26379`)."""
+    nodes: list[tuple[str, int]] = []
+    for part in _csv(raw):
+        host, colon, port = part.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{part!r} is not host:port")
+        nodes.append((host, int(port)))
+    if not nodes:
+        raise ValueError("expected host:port,host:port")
+    return tuple(nodes)
+
+
 def _readable_file(raw: str) -> str:
     """A path that can be read now: a typo is found at start-up."""
     with open(raw, "rb"):
@@ -283,6 +334,45 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("PORT", "port", _int(0, 65535), "TCP port"),
     FieldSpec("REDIS_URL", "redis_url", _redis_url, "Redis URL; unset: embedded broker"),
     FieldSpec(
+        "REDIS_SENTINELS",
+        "redis_sentinels",
+        _host_ports,
+        "host:port,...: find the primary through Redis Sentinel and follow its failovers",
+    ),
+    FieldSpec(
+        "REDIS_SENTINEL_MASTER", "redis_sentinel_master", _nonempty, "the Sentinel service name"
+    ),
+    FieldSpec(
+        "REDIS_CLUSTER_NODES",
+        "redis_cluster_nodes",
+        _host_ports,
+        "host:port,...: seed nodes of a Redis Cluster (sharded pub/sub per room)",
+    ),
+    FieldSpec(
+        "SUBSCRIBE_MODE",
+        "subscribe_mode",
+        _choice("pattern", "rooms"),
+        "pattern: one PSUBSCRIBE per process; rooms: SUBSCRIBE each room with a local stream",
+    ),
+    FieldSpec(
+        "UNSUBSCRIBE_LINGER",
+        "unsubscribe_linger",
+        _float(0, 3600),
+        "seconds a room stays subscribed after its last local stream (SUBSCRIBE_MODE=rooms)",
+    ),
+    FieldSpec(
+        "PUBLISH_REPLICAS",
+        "publish_replicas",
+        _int(0, 64),
+        "replicas that must hold a publish (WAIT) before it is acknowledged",
+    ),
+    FieldSpec(
+        "PUBLISH_REPLICAS_TIMEOUT_MS",
+        "publish_replicas_timeout_ms",
+        _int(1, 60_000),
+        "milliseconds to wait for PUBLISH_REPLICAS; fewer is an unknown outcome (504)",
+    ),
+    FieldSpec(
         "REDIS_POOL_SIZE", "redis_pool_size", _int(2, 100_000), "Redis connections per process"
     ),
     FieldSpec(
@@ -327,6 +417,12 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("SUBSCRIBER_BUFFER", "subscriber_buffer", _int(1, 1_000_000), "frames per stream"),
     FieldSpec("MAX_CONNECTIONS", "max_connections", _int(1, 10_000_000), "streams per process"),
     FieldSpec("MAX_MESSAGE_BYTES", "max_message_bytes", _int(256, 16 << 20), "largest log"),
+    FieldSpec(
+        "MAX_ROOMS_PER_STREAM",
+        "max_rooms_per_stream",
+        _int(1, 1024),
+        "rooms one GET /api/v1/logs?rooms= stream may follow",
+    ),
     FieldSpec("CORS_ORIGINS", "cors_origins", _csv, "comma-separated allowed origins"),
     FieldSpec("ROOM_CHECK", "room_check", _choice("off", "redis"), "off or redis"),
     FieldSpec("WORKERS", "workers", _int(1, 256), "worker processes"),

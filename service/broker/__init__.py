@@ -29,6 +29,11 @@ __all__ = [
 
 
 def create_broker(settings: Settings, events: BrokerEvents) -> Broker:
+    if settings.topology in ("sentinel", "cluster"):
+        from ..settings import SettingsError
+
+        variable = "REDIS_SENTINELS" if settings.redis_sentinels else "REDIS_CLUSTER_NODES"
+        raise SettingsError(variable, "this build does not support it yet")
     if settings.redis_url:
         from .redis import RedisBroker
 

@@ -36,6 +36,17 @@ GOOD: list[tuple[str, str, dict[str, str], str, Any]] = [
     ("REDIS_URL", "redis://r:6379/1", {}, "redis_url", "redis://r:6379/1"),
     ("REDIS_URL", "rediss://r:6380/0", {}, "redis_url", "rediss://r:6380/0"),
     ("REDIS_URL", "unix:///run/redis.sock", {}, "redis_url", "unix:///run/redis.sock"),
+    ("REDIS_SENTINELS", "s1:26379, [::1]:26380", {}, "redis_sentinels",
+     (("s1", 26379), ("::1", 26380))),
+    ("REDIS_SENTINEL_MASTER", "logs", {}, "redis_sentinel_master", "logs"),
+    ("REDIS_CLUSTER_NODES", "c1:7000,c2:7001", {}, "redis_cluster_nodes",
+     (("c1", 7000), ("c2", 7001))),
+    ("SUBSCRIBE_MODE", "rooms", {}, "subscribe_mode", "rooms"),
+    ("SUBSCRIBE_MODE", "pattern", {}, "subscribe_mode", "pattern"),
+    ("UNSUBSCRIBE_LINGER", "0.5", {}, "unsubscribe_linger", 0.5),
+    ("PUBLISH_REPLICAS", "1", REDIS, "publish_replicas", 1),
+    ("PUBLISH_REPLICAS_TIMEOUT_MS", "500", {}, "publish_replicas_timeout_ms", 500),
+    ("MAX_ROOMS_PER_STREAM", "8", {}, "max_rooms_per_stream", 8),
     ("JWT_SECRET", "s3cret", {}, "jwt_secret", "s3cret"),
     ("JWT_PUBLIC_KEY", PEM, ASYMMETRIC, "jwt_public_key", PEM),
     ("JWT_JWKS_URL", "https://id.example/jwks", ASYMMETRIC, "jwt_jwks_url", "https://id.example/jwks"),
@@ -115,6 +126,13 @@ def test_defaults_match_design() -> None:
     assert (s.cors_origins, s.room_check, s.workers, s.shutdown_timeout) == ((), "off", 1, 10.0)
     assert (s.log_format, s.log_level) == ("text", "INFO")
     assert (s.request_head_timeout, s.keepalive_timeout) == (10.0, 75.0)
+    assert (s.subscribe_mode, s.unsubscribe_linger, s.max_rooms_per_stream) == ("pattern", 5.0, 64)
+    assert (s.redis_sentinels, s.redis_sentinel_master, s.redis_cluster_nodes) == (
+        (),
+        "mymaster",
+        (),
+    )
+    assert (s.publish_replicas, s.publish_replicas_timeout_ms) == (0, 200)
     assert not s.ephemeral_secret  # a key; without one see test_any_key_turns_off…
 
 
@@ -180,6 +198,16 @@ BAD: list[tuple[str, str]] = [
     ("PORT", "65536"),
     ("REDIS_URL", "localhost:6379"),
     ("REDIS_URL", "http://r:6379"),
+    ("REDIS_SENTINELS", "s1"),
+    ("REDIS_SENTINELS", "s1:0"),
+    ("REDIS_SENTINELS", ":26379"),
+    ("REDIS_CLUSTER_NODES", "c1:port"),
+    ("REDIS_SENTINEL_MASTER", " "),
+    ("SUBSCRIBE_MODE", "channels"),
+    ("UNSUBSCRIBE_LINGER", "-1"),
+    ("PUBLISH_REPLICAS", "-1"),
+    ("PUBLISH_REPLICAS_TIMEOUT_MS", "0"),
+    ("MAX_ROOMS_PER_STREAM", "0"),
     ("JWT_SECRET", "  "),
     ("JWT_PUBLIC_KEY", "/does/not/exist.pem"),
     ("JWT_PUBLIC_KEY", "not a key at all"),
