@@ -20,7 +20,7 @@ from .handlers.history import history
 from .handlers.openapi import openapi_handler
 from .handlers.probes import healthz, metrics_view, readyz
 from .handlers.publish import publish_logs
-from .handlers.stream import stream_logs
+from .handlers.stream import stream_logs, stream_rooms
 from .housekeeping import housekeeping_ctx
 from .hub import Hub
 from .metrics import Metrics
@@ -31,6 +31,7 @@ from .state import STATE, AppState
 log = logging.getLogger("service")
 
 ROOM_LOGS = "/api/v1/rooms/{roomId}/logs"
+ROOMS_LOGS = "/api/v1/logs"  # several rooms on one stream: ?rooms=a,b,c
 
 
 def create_app(
@@ -72,6 +73,7 @@ def create_app(
     app[STATE] = state
     app.router.add_get(ROOM_LOGS, stream_logs, allow_head=False)
     app.router.add_post(ROOM_LOGS, publish_logs)
+    app.router.add_get(ROOMS_LOGS, stream_rooms, allow_head=False)
     app.router.add_get(ROOM_LOGS + "/history", history)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -19,6 +19,7 @@ from .hub import Hub
 from .ids import StreamKey, parse_id
 from .message import Message, Rejected, decode, decode_envelope, gap_message
 from .metrics import Metrics
+from .roomtag import without_room_id
 
 log = logging.getLogger("service.broker")
 
@@ -95,7 +96,9 @@ class Delivery:
                     # A plain PUBLISH: stored (once, by whichever gateway comes first), then
                     # delivered by its envelope like any other log. Any room, watched or not.
                     plain = decode(room, payload, self._max_bytes)
-                    self._store_plain(room, channel, payload, plain.data)
+                    # A `roomId` inside is the publisher's, not the room's: it is dropped, and
+                    # a multi-room stream names the real room in its place.
+                    self._store_plain(room, channel, payload, without_room_id(plain.data))
             except Rejected as exc:
                 self._reject(exc.reason, channel, payload)
             except Exception:  # one message must not cost the rest of the batch, or the reader

@@ -23,14 +23,19 @@ class EventName(enum.StrEnum):
     UNAVAILABLE = "unavailable"  # the stream cannot be served now: come back later
 
 
-_LOG_HEAD = b"event: " + EventName.LOG.encode() + b"\ndata: "
+LOG_HEAD = b"event: " + EventName.LOG.encode() + b"\ndata: "
 
 
 def log_frame(stream_id: str | None, data: bytes) -> bytes:
     """Once per message on the hot path: built by hand, not through `sse.encode`."""
     if stream_id is None:
-        return _LOG_HEAD + data + b"\n\n"
-    return b"id: " + stream_id.encode("ascii") + b"\n" + _LOG_HEAD + data + b"\n\n"
+        return LOG_HEAD + data + b"\n\n"
+    return b"id: " + stream_id.encode("ascii") + b"\n" + LOG_HEAD + data + b"\n\n"
+
+
+def cursor_log_frame(cursor: bytes, data: bytes) -> bytes:
+    """A log of a multi-room stream: its `id:` is the stream's cursor (ASCII already)."""
+    return b"id: " + cursor + b"\n" + LOG_HEAD + data + b"\n\n"
 
 
 def event_frame(name: EventName, payload: dict[str, Any], retry_ms: int | None = None) -> bytes:
@@ -41,7 +46,12 @@ def connected_frame(payload: dict[str, Any], retry_ms: int) -> bytes:
     return event_frame(EventName.CONNECTED, payload, retry_ms)
 
 
-def gap_frame(after: str | None, resumed_from: str | None) -> bytes:
+def gap_frame(after: str | None, resumed_from: str | None, room: str | None = None) -> bytes:
+    """`room` is named on a multi-room stream (first, as in its logs)."""
+    if room is not None:
+        return event_frame(
+            EventName.GAP, {"roomId": room, "after": after, "resumedFrom": resumed_from}
+        )
     return event_frame(EventName.GAP, {"after": after, "resumedFrom": resumed_from})
 
 

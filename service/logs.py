@@ -41,6 +41,8 @@ def normalize(obj: Any) -> dict[str, Any]:
         raise InvalidLog("metadata", "must be a JSON object")
     if "id" in obj:
         raise InvalidLog("id", "is assigned by the service")
+    if "roomId" in obj:
+        raise InvalidLog("roomId", "is the room published to (the URL's), never a log's field")
     ts = obj.get("timestamp")
     if ts is None:
         obj["timestamp"] = utc_now_iso()

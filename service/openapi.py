@@ -21,6 +21,7 @@ import orjson
 from .handlers.history import HISTORY_LIMIT_MAX
 from .handlers.publish import MAX_BATCH
 from .logs import LEVELS
+from .openapi_rooms import rooms_schemas, rooms_stream
 from .openapi_schemas import (
     COMMON_HEADERS,
     FORBIDDEN,
@@ -325,6 +326,7 @@ def build(settings: Settings) -> dict[str, Any]:
     paths: dict[str, dict[str, Schema]] = {
         "/api/v1/rooms/{roomId}/logs": {"get": stream, "post": publish},
         "/api/v1/rooms/{roomId}/logs/history": {"get": history},
+        "/api/v1/logs": {"get": rooms_stream(stream, settings.max_rooms_per_stream)},
         "/healthz": {"get": healthz},
         "/readyz": {"get": readyz},
         "/metrics": {"get": metrics},
@@ -333,9 +335,9 @@ def build(settings: Settings) -> dict[str, Any]:
         "/static/{name}": {"get": static},
     }
     for path, item in paths.items():
-        if path != "/api/v1/rooms/{roomId}/logs":  # the stream's route has no HEAD
+        if path not in ("/api/v1/rooms/{roomId}/logs", "/api/v1/logs"):  # streams: no HEAD
             item["head"] = head(item["get"])
-    components = schemas(settings)
+    components = schemas(settings) | rooms_schemas()
     components["StreamEvent"] = {
         "description": "One event of the stream (docs/api.md): `event` names it, `data` is "
         "one line of JSON described by `contentSchema`.",

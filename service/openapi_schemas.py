@@ -348,7 +348,9 @@ _EVENTS: Final = {
 }
 
 
-def _event(name: EventName, description: str, with_id: bool, data: str) -> Schema:
+def sse_event(
+    name: EventName, description: str, with_id: bool, data: str, id_schema: str = "StreamId"
+) -> Schema:
     """One event as OpenAPI 3.2 describes an SSE item (`event`, `data`, `id`, `retry`), its
     `data` one line of JSON whose schema is `contentSchema`."""
     properties: dict[str, Schema] = {
@@ -361,7 +363,7 @@ def _event(name: EventName, description: str, with_id: bool, data: str) -> Schem
         "retry": {"type": "integer", "minimum": 0},
     }
     if with_id:
-        properties["id"] = ref("StreamId")
+        properties["id"] = ref(id_schema)
     return {
         "title": name.value,
         "description": description,
@@ -373,4 +375,4 @@ def _event(name: EventName, description: str, with_id: bool, data: str) -> Schem
 
 def event_schemas() -> list[Schema]:
     """Every event of the stream, for `StreamEvent`'s `oneOf`."""
-    return [_event(name, *spec) for name, spec in _EVENTS.items()]
+    return [sse_event(name, *spec) for name, spec in _EVENTS.items()]

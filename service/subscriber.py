@@ -13,10 +13,13 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from .connection import Connection
+from .cursor import Cursor
 from .endings import Ending
+from .events import cursor_log_frame, log_frame
 from .filters import StreamFilter
 from .ids import StreamKey
 from .message import Message
+from .roomtag import with_room
 
 
 class Owner(Protocol):
@@ -30,6 +33,7 @@ class Subscriber:
         "_control",
         "_queue",
         "after",
+        "cursor",
         "ending",
         "expires_at",
         "filter",
@@ -54,6 +58,7 @@ class Subscriber:
         expires_at: float = float("inf"),
         request_id: str = "",
         opened: float = 0.0,
+        cursor: Cursor | None = None,
     ) -> None:
         self.rooms: tuple[str, ...] = (rooms,) if isinstance(rooms, str) else tuple(rooms)
         self.limit = limit
@@ -66,6 +71,9 @@ class Subscriber:
         self.opened = opened  # time.monotonic(), for the close log line
         # Per room, the newest id the replay sent: live messages at or below it are skipped.
         self.after: dict[str, StreamKey] | None = None
+        # A stream of several rooms (`GET /api/v1/logs?rooms=`): its frames are its own, with
+        # the room in each log and this cursor as their `id:`; never the room's shared frame.
+        self.cursor = cursor
         self.ending: Ending | None = None
         self.live: Connection | None = None
         self.queued_for_flush = False  # in the hub's list of subscribers to flush
@@ -119,6 +127,7 @@ class Subscriber:
             or self._control is not None
             or self.after is not None
             or self.filter is not None
+            or self.cursor is not None
         ):
             return False
         transport = conn.transport
@@ -140,7 +149,7 @@ class Subscriber:
         if conn is None or conn.paused or conn.transport.is_closing():
             return
         queue = self._queue
-        if len(queue) == 1 and self._control is None and self.after is None:
+        if len(queue) == 1 and self._control is None and self.after is None and self.cursor is None:
             msg = queue.pop()  # the common case: one log, written with its pre-made chunk
             data = msg.chunk if conn.chunked else msg.frame
             conn.transport.write(data)
@@ -178,6 +187,7 @@ class Subscriber:
             self._control = None
         queue = self._queue
         after = self.after
+        cursor = self.cursor
         for msg in queue:
             if after is not None and msg.key is not None:
                 seen = after.get(msg.room)
@@ -188,6 +198,20 @@ class Subscriber:
                     del after[msg.room]
                     if not after:
                         self.after = after = None
-            parts.append(msg.frame)
+            if cursor is None:
+                parts.append(msg.frame)
+            else:
+                parts.append(tagged_frame(cursor, msg))
         queue.clear()  # frees the list's array too: an idle stream holds no capacity
         return b"".join(parts), len(parts)
+
+
+def tagged_frame(cursor: Cursor, msg: Message) -> bytes:
+    """`msg`'s frame on a multi-room stream: the room in its data, the cursor as its `id:`."""
+    if not msg.data:  # a gap: its data names the room too (no id: it is not a position)
+        head, _, payload = msg.frame.partition(b"data: ")
+        return head + b"data: " + with_room(msg.room, payload[:-2]) + b"\n\n"
+    if msg.key is not None:
+        cursor.advance(msg.room, msg.key)
+        return cursor_log_frame(cursor.encode(), with_room(msg.room, msg.data))
+    return log_frame(None, with_room(msg.room, msg.data))  # a plain log that was not stored

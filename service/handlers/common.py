@@ -31,6 +31,13 @@ def valid_room(request: web.Request) -> str:
 
 
 async def authorize(request: web.Request, state: AppState, room: str, *, publish: bool) -> Grant:
+    return await authorize_all(request, state, (room,), publish=publish)
+
+
+async def authorize_all(
+    request: web.Request, state: AppState, rooms: tuple[str, ...], *, publish: bool
+) -> Grant:
+    """401 without a valid token, 403 naming the first of `rooms` its claim does not cover."""
     token = token_from_request(request, state.settings.auth_cookie)
     if token is None:
         raise ApiError(
@@ -54,12 +61,13 @@ async def authorize(request: web.Request, state: AppState, room: str, *, publish
                 f'error_description="{exc.detail}"'
             },
         ) from None
-    allowed = grant.can_publish(room) if publish else grant.can_read(room)
-    if not allowed:
-        claim = "publish" if publish else "rooms"
-        raise ApiError(
-            403, "room_not_allowed", f"room {room!r} is not in the token's {claim!r} claim"
-        )
+    for room in rooms:
+        allowed = grant.can_publish(room) if publish else grant.can_read(room)
+        if not allowed:
+            claim = "publish" if publish else "rooms"
+            raise ApiError(
+                403, "room_not_allowed", f"room {room!r} is not in the token's {claim!r} claim"
+            )
     return grant
 
 

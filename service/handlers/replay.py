@@ -10,15 +10,17 @@ HISTORY_MAX of them.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import orjson
 
 from ..broker import Broker, HistoryEntry
-from ..events import connected_frame, gap_frame, log_frame
-from ..ids import StreamKey, parse_id
+from ..events import connected_frame, cursor_log_frame, gap_frame, log_frame
+from ..ids import MAX_KEY, StreamKey, format_id, parse_id
 from ..logs import utc_now_iso
+from ..roomtag import with_room
 from ..settings import Settings
 from ..subscriber import Subscriber
 from .stream_query import StreamQuery
@@ -38,37 +40,49 @@ async def replay(
     """The stream's head, then its replay, as (bytes, logs) pieces to write one by one.
 
     `start(room, key)` is told, per room, the newest id stored when the stream began: what
-    came before it is the replay's (or nobody's), so a catch-up never repeats it. Raises
-    `BrokerUnavailable`; stops early once `sub` has ended.
+    came before it is the replay's (or nobody's), so a catch-up never repeats it. The rooms'
+    replays are merged by stream id, oldest first. Raises `BrokerUnavailable`; stops early
+    once `sub` has ended.
     """
     recovered = True
     gaps: list[bytes] = []
-    first_pages: list[tuple[str, list[HistoryEntry], StreamKey]] = []
+    sources: list[_Source] = []
     for room in sub.rooms:
         entries: list[HistoryEntry] = []
-        if query.last_key is not None:
+        after = query.resume.get(room)
+        count = query.history_of(room)
+        if after is not None:
+            after_id = format_id(after)
             window = await broker.window(room)
-            entries = await broker.history(room, query.last_id, PAGE)
-            if not window.covers(query.last_key):
+            entries = await broker.history(room, after_id, PAGE)
+            if not window.covers(after):
                 recovered = False
-                gaps.append(gap_frame(query.last_id, entries[0][0] if entries else None))
+                resumed = entries[0][0] if entries else None
+                gaps.append(gap_frame(after_id, resumed, room if query.multi else None))
             newest = _key(window.newest)
-        elif query.history:
-            entries, newest = await _last(broker, room, query.history)
+        elif count:
+            entries, newest = await _last(broker, room, count)
         else:
             newest_page = await broker.last(room, 1)
             newest = _key(newest_page[0][0] if newest_page else None)
         start(room, newest)
-        if query.last_key is not None or entries:
+        if after is not None or entries:
             # Where the stream stands in the room: live and caught-up logs up to here are
             # the replay's, and are dropped from its buffer. (A stream that asked for no
             # history keeps no position, so an idle stream stays small: a catch-up resumes
             # after the earliest start among the room's streams, not before it.)
-            sub.replayed(room, max(newest, query.last_key or EMPTY))
-        first_pages.append((room, entries, newest))
+            sub.replayed(room, max(newest, after or EMPTY))
+        if sub.cursor is not None:
+            # What a client that lost the stream before its first log resumes from.
+            if after is not None:
+                sub.cursor.advance(room, after)
+            else:
+                sub.cursor.advance(room, _before(entries[0][0]) if entries else newest)
+        sources.append(_Source(room, entries, newest))
+    about: dict[str, object] = {"rooms": list(sub.rooms)} if query.multi else {"roomId": sub.room}
     head = connected_frame(
         {
-            "roomId": sub.room,
+            **about,
             "timestamp": utc_now_iso(),
             "recovered": recovered,
             # Lets a client notice a dead connection: no event for ~2.5 intervals.
@@ -77,16 +91,56 @@ async def replay(
         settings.retry_ms,
     )
     yield head + b"".join(gaps), 0
-    for room, entries, newest in first_pages:
-        page = entries
-        while page and sub.ending is None:
-            yield _frames(sub, room, page)
-            last = parse_id(page[-1][0])
-            # Up to what was stored when the stream began: what came later is live, waiting
-            # in the stream's buffer.
-            if last is None or last >= newest or len(page) < PAGE:
-                break
-            page = await broker.history(room, page[-1][0], PAGE)
+    async for batch in _merged(broker, sources, sub):
+        yield _frames(sub, batch)
+
+
+class _Source:
+    """One room's replay, read forward a page at a time up to `newest`."""
+
+    __slots__ = ("at", "newest", "page", "room")
+
+    def __init__(self, room: str, page: list[HistoryEntry], newest: StreamKey) -> None:
+        self.room = room
+        self.page = page
+        self.at = 0
+        self.newest = newest
+
+    async def next_page(self, broker: Broker) -> bool:
+        """Read the page after the current one; False once the replay reached `newest`: what
+        was stored later is live, waiting in the stream's buffer."""
+        last = parse_id(self.page[-1][0])
+        if last is None or last >= self.newest or len(self.page) < PAGE:
+            return False
+        self.page = await broker.history(self.room, self.page[-1][0], PAGE)
+        self.at = 0
+        return bool(self.page)
+
+
+async def _merged(
+    broker: Broker, sources: list[_Source], sub: Subscriber
+) -> AsyncIterator[list[tuple[str, HistoryEntry]]]:
+    """Every source's logs merged by stream id, in batches of at most PAGE."""
+    heap = [(_key(src.page[0][0]), i) for i, src in enumerate(sources) if src.page]
+    heapq.heapify(heap)
+    batch: list[tuple[str, HistoryEntry]] = []
+    while heap and sub.ending is None:
+        _, i = heapq.heappop(heap)
+        src = sources[i]
+        batch.append((src.room, src.page[src.at]))
+        src.at += 1
+        if src.at == len(src.page):
+            if batch and len(sources) == 1:
+                yield batch  # one room: write each page as it was read
+                batch = []
+            if not await src.next_page(broker):
+                continue
+        heapq.heappush(heap, (_key(src.page[src.at][0]), i))
+        if len(batch) >= PAGE:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 async def _last(broker: Broker, room: str, count: int) -> tuple[list[HistoryEntry], StreamKey]:
@@ -115,19 +169,37 @@ async def _last(broker: Broker, room: str, count: int) -> tuple[list[HistoryEntr
     return await broker.history(room, after, PAGE), newest
 
 
-def _frames(sub: Subscriber, room: str, page: list[HistoryEntry]) -> tuple[bytes, int]:
+def _frames(sub: Subscriber, batch: list[tuple[str, HistoryEntry]]) -> tuple[bytes, int]:
     parts: list[bytes] = []
     wanted = sub.filter
-    for stream_id, data in page:
+    cursor = sub.cursor
+    newest: dict[str, str] = {}
+    for room, (stream_id, data) in batch:
+        newest[room] = stream_id
         if wanted is not None:
             log = orjson.loads(data)
             if not wanted.wants(log.get("level"), log.get("agentType")):
                 continue
-        parts.append(log_frame(stream_id, data))
-    key = parse_id(page[-1][0])
-    if key is not None:
-        sub.replayed(room, key)  # a page may reach past the newest at the start
+        if cursor is None:
+            parts.append(log_frame(stream_id, data))
+            continue
+        key = parse_id(stream_id)
+        if key is not None:
+            cursor.advance(room, key)
+        parts.append(cursor_log_frame(cursor.encode(), with_room(room, data)))
+    for room, stream_id in newest.items():
+        key = parse_id(stream_id)
+        if key is not None:
+            sub.replayed(room, key)  # a page may reach past the newest at the start
     return b"".join(parts), len(parts)
+
+
+def _before(stream_id: str) -> StreamKey:
+    """The position just before `stream_id`: a resume from it replays that log too."""
+    ms, seq = _key(stream_id)
+    if seq:
+        return ms, seq - 1
+    return (ms - 1, MAX_KEY[1]) if ms else EMPTY
 
 
 def _key(stream_id: str | None) -> StreamKey:

@@ -1,4 +1,4 @@
-"""`GET /api/v1/rooms/{roomId}/logs`: the SSE stream.
+"""`GET /api/v1/rooms/{roomId}/logs` and `GET /api/v1/logs?rooms=`: the SSE streams.
 
 Check, register, replay, hand off: the handler returns once the stream is live, and the
 stream lives on as its socket, `Connection` and `Subscriber`, written to by the hub and ended
@@ -8,26 +8,43 @@ in `endings.py`, whoever ends it.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from ..auth import Grant
 from ..broker import BrokerUnavailable
+from ..cursor import Cursor
 from ..endings import Ending
 from ..errors import ApiError
 from ..request_id import request_id
 from ..state import STATE, AppState
 from ..subscriber import Subscriber
 from ._handoff import LogStreamResponse, hand_off
-from .common import authorize, check_room, valid_room
+from .common import authorize, authorize_all, check_room, valid_room
 from .refusals import stream_headers, unavailable
 from .replay import replay
-from .stream_query import StreamQuery
+from .stream_query import StreamQuery, rooms_of
 
 
 async def stream_logs(request: web.Request) -> web.StreamResponse:
+    """One room: its logs with their stream ids."""
+    return await _refusing_transiently(request, _one_room)
+
+
+async def stream_rooms(request: web.Request) -> web.StreamResponse:
+    """Several rooms on one stream: each log names its room, the `id:` is the cursor."""
+    return await _refusing_transiently(request, _many_rooms)
+
+
+async def _refusing_transiently(
+    request: web.Request,
+    checks: Callable[[web.Request, AppState], Awaitable[tuple[StreamQuery, Grant]]],
+) -> web.StreamResponse:
     state = request.app[STATE]
     try:
-        return await _stream(request, state)
+        query, grant = await checks(request, state)
+        return await _stream(request, state, query, grant)
     except ApiError as exc:
         if exc.status != 503:
             raise
@@ -35,13 +52,28 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
         return await unavailable(request, state, exc.code)
 
 
-async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
-    settings = state.settings
-    delivery = state.delivery
+async def _one_room(request: web.Request, state: AppState) -> tuple[StreamQuery, Grant]:
     room = valid_room(request)
     grant = await authorize(request, state, room, publish=False)
-    query = StreamQuery.parse(request, (room,), settings.history_max)
+    query = StreamQuery.parse(request, (room,), state.settings.history_max)
     await check_room(state, room)
+    return query, grant
+
+
+async def _many_rooms(request: web.Request, state: AppState) -> tuple[StreamQuery, Grant]:
+    rooms = rooms_of(request, state.settings.max_rooms_per_stream)
+    grant = await authorize_all(request, state, rooms, publish=False)
+    query = StreamQuery.parse_multi(request, rooms, state.settings.history_max)
+    for room in rooms:
+        await check_room(state, room)
+    return query, grant
+
+
+async def _stream(
+    request: web.Request, state: AppState, query: StreamQuery, grant: Grant
+) -> web.StreamResponse:
+    settings = state.settings
+    delivery = state.delivery
 
     if state.draining:
         return await unavailable(request, state, "draining")
@@ -59,6 +91,7 @@ async def _stream(request: web.Request, state: AppState) -> web.StreamResponse:
         expires_at=grant.expires_at + settings.jwt_leeway,
         request_id=request_id(request),
         opened=time.monotonic(),
+        cursor=Cursor(query.rooms, int(time.time() * 1000)) if query.multi else None,
     )
     # Registered (and its rooms subscribed) before history is read: whatever arrives
     # meanwhile waits in the buffer and is merged after the replay by id.

@@ -136,6 +136,17 @@ def test_every_answer_matches_the_document(
             )
         )
 
+    if mode is GenerationMode.POSITIVE and path == "/api/v1/logs":
+        # A cursor is opaque: one that matches its pattern but was not issued by the service
+        # is rightly 400 `invalid_last_event_id` (tests/app/test_multiroom.py resumes by real
+        # ones). Every other parameter is still generated.
+        strategy = strategy.filter(
+            lambda case: (
+                not (case.headers or {}).get("Last-Event-ID")
+                and not (case.query or {}).get("lastEventId")
+            )
+        )
+
     excluded = []
     if mode is GenerationMode.NEGATIVE and method == "POST":
         # JsonValue bounds a log's integers to 64 bits, but JSON Schema counts 5.3e+54 as an
