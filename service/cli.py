@@ -21,6 +21,7 @@ EPILOG = """examples:
   roomlogs publish demo "hello" --level warn
   make 2>&1 | roomlogs publish demo --agent build
   roomlogs tail demo
+  roomlogs tail demo build deploy --level warn
 
 `roomlogs COMMAND --help` tells the options of each."""
 
@@ -84,9 +85,14 @@ def _publish_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _tail_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("tail", help="follow a room in the terminal, resuming after disconnects")
-    p.add_argument("room")
-    p.add_argument("--history", type=int, default=20, help="logs to show first (20)")
+    p = sub.add_parser(
+        "tail",
+        help="follow rooms in the terminal (several on one stream), resuming after disconnects",
+    )
+    p.add_argument("rooms", nargs="+", metavar="room")
+    p.add_argument("--history", type=int, default=20, help="logs of each room to show first (20)")
+    p.add_argument("--level", default=None, choices=LEVELS, help="the lowest level to show")
+    p.add_argument("--agent", default=None, help="only this agentType")
     p.add_argument("--count", type=int, default=None, help="exit after this many logs")
     _client_flags(p)
 
@@ -136,8 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _client_token(args: argparse.Namespace, room: str) -> str | None:
-    """--token, else ROOMLOGS_TOKEN, else one minted from JWT_SECRET for this room."""
+def _client_token(args: argparse.Namespace, room: str | list[str]) -> str | None:
+    """--token, else ROOMLOGS_TOKEN, else one minted from JWT_SECRET for these rooms."""
     if args.token or os.environ.get("ROOMLOGS_TOKEN"):
         return str(args.token or os.environ["ROOMLOGS_TOKEN"])
     settings = Settings.from_env()
@@ -145,7 +151,8 @@ def _client_token(args: argparse.Namespace, room: str) -> str | None:
     if secret:
         from .auth import mint_token
 
-        return mint_token(secret, rooms=[room], publish=[room], ttl=600, sub="cli")
+        rooms = [room] if isinstance(room, str) else room
+        return mint_token(secret, rooms=rooms, publish=rooms, ttl=600, sub="cli")
     return None
 
 
@@ -206,16 +213,24 @@ async def _emit(
 
 
 def _tail(args: argparse.Namespace) -> int:
+    from .rooms import is_valid_room_id
     from .tail import tail
 
+    rooms = list(dict.fromkeys(args.rooms))
+    bad = next((r for r in rooms if not is_valid_room_id(r)), None)
+    if bad is not None:
+        print(f"roomlogs tail: {bad!r} is not a room id", file=sys.stderr)
+        return 2
     url = args.url or "http://localhost:8080"
     try:
         return asyncio.run(
             tail(
                 url,
-                args.room,
-                _client_token(args, args.room),
+                rooms,
+                _client_token(args, rooms),
                 history=args.history,
+                level=args.level,
+                agent=args.agent,
                 max_logs=args.count,
             )
         )
