@@ -10,16 +10,20 @@ screenshots in docs/screenshots/ come from docs/screenshots/take.py, not from he
 # ruff: noqa: F811  (the browser fixtures are imported from test_viewer and used by name)
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import aiohttp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, Page, Route
 
-from tests.support.factories import sample_log, token
-from tests.support.servers import ServiceProcess
+from service.publisher import Publisher
+from tests.support.factories import StartService, auth, sample_log, token
+from tests.support.servers import RedisServer, ServiceProcess
 from tests.system.test_viewer import (  # noqa: F401
     WAIT_MS,
     browser,
@@ -461,3 +465,62 @@ async def test_theme_follows_the_system(
         assert fg == "rgb(31, 35, 40)", fg
     else:
         assert bg == "rgb(15, 17, 21)", bg
+
+
+async def test_resumes_by_cursor_after_a_transient_refusal(
+    service: StartService,
+    redis_server: RedisServer,
+    page: Page,
+    three: list[str],
+    tmp_path: Path,
+) -> None:
+    """The gateway comes back full (`event: unavailable`, then it closes the stream): the
+    browser retries with the cursor as Last-Event-ID, and nothing is lost or repeated."""
+    a, b, _ = three
+    gw = await service(REDIS_URL=redis_server.url, RETRY_MS="200", MAX_CONNECTIONS="1")
+    gate = asyncio.Event()
+    gate.set()
+
+    async def hold_streams(route: Route) -> None:
+        if route.request.resource_type == "eventsource":
+            await gate.wait()  # until the test lets the page's reconnect through
+        await route.continue_()
+
+    await page.route(lambda url: "/api/v1/logs" in url, hold_streams)
+    await page.goto(rooms_url(gw.url, [a, b], access_token=token()))
+    await wait_state(page, "live")
+    first = await publish(gw, a, [sample_log(0)]) + await publish(gw, b, [sample_log(1)])
+    await wait_rows(page, 2)
+
+    gate.clear()
+    gw.stop()
+    await wait_state(page, "reconnecting")
+    again = ServiceProcess(env=dict(gw.env), port=gw.port)
+    again.start(tmp_path / "restarted.log")
+    try:
+        await again.wait_healthy()
+        async with aiohttp.ClientSession() as http:
+            holder = await http.get(
+                f"{again.url}/api/v1/rooms/{a}/logs", headers=auth(), timeout=None
+            )
+            async with asyncio.timeout(WAIT_MS / 1000):
+                while b"event: connected" not in await holder.content.readline():
+                    pass
+            async with Publisher(redis_url=redis_server.url) as pub:  # while the page is out
+                during = [await pub.emit(a, "log 2"), await pub.emit(b, "log 3")]
+            gate.set()
+            await page.wait_for_function(
+                "() => document.getElementById('state').dataset.reason.startsWith('max_conn')",
+                timeout=WAIT_MS,
+            )
+            holder.close()
+        await wait_state(page, "live")
+        # A log published now comes after whatever the resumed stream replayed: had it not
+        # resumed from the cursor, `history=100` would have sent the first two again.
+        last = await publish(again, b, [sample_log(4)])
+        await wait_rows(page, 5)
+        got = await rooms_of_rows(page)
+        assert [i for _, i in got] == first + during + last
+        assert await page.get_attribute("#logs", "data-duplicates") == "0"
+    finally:
+        again.stop()
