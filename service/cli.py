@@ -21,7 +21,6 @@ EPILOG = """examples:
   roomlogs publish demo "hello" --level warn
   make 2>&1 | roomlogs publish demo --agent build
   roomlogs tail demo
-  roomlogs tail demo build deploy --level warn
 
 `roomlogs COMMAND --help` tells the options of each."""
 
@@ -86,12 +85,11 @@ def _publish_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _tail_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "tail",
-        help="follow rooms in the terminal (several on one stream), resuming after disconnects",
+        "tail", help="follow rooms in the terminal (several on one stream), resuming after outages"
     )
     p.add_argument("rooms", nargs="+", metavar="room")
-    p.add_argument("--history", type=int, default=20, help="logs of each room to show first (20)")
-    p.add_argument("--level", default=None, choices=LEVELS, help="the lowest level to show")
+    p.add_argument("--history", type=int, default=20, help="logs to show first, per room (20)")
+    p.add_argument("--level", default=None, choices=LEVELS, help="only this level and above")
     p.add_argument("--agent", default=None, help="only this agentType")
     p.add_argument("--count", type=int, default=None, help="exit after this many logs")
     _client_flags(p)
@@ -143,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _client_token(args: argparse.Namespace, room: str | list[str]) -> str | None:
-    """--token, else ROOMLOGS_TOKEN, else one minted from JWT_SECRET for these rooms."""
+    """--token, else ROOMLOGS_TOKEN, else one minted from JWT_SECRET for this room."""
     if args.token or os.environ.get("ROOMLOGS_TOKEN"):
         return str(args.token or os.environ["ROOMLOGS_TOKEN"])
     settings = Settings.from_env()
@@ -213,21 +211,15 @@ async def _emit(
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from .rooms import is_valid_room_id
     from .tail import tail
 
-    rooms = list(dict.fromkeys(args.rooms))
-    bad = next((r for r in rooms if not is_valid_room_id(r)), None)
-    if bad is not None:
-        print(f"roomlogs tail: {bad!r} is not a room id", file=sys.stderr)
-        return 2
     url = args.url or "http://localhost:8080"
     try:
         return asyncio.run(
             tail(
                 url,
-                rooms,
-                _client_token(args, rooms),
+                args.rooms,
+                _client_token(args, args.rooms),
                 history=args.history,
                 level=args.level,
                 agent=args.agent,

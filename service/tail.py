@@ -1,19 +1,12 @@
-"""`roomlogs tail ROOM [ROOM…]`: follow rooms in a terminal, coloured by level, resuming by id.
-
-One room uses the one-room route; several share one stream (`GET /api/v1/logs?rooms=`), each
-line naming its room, and resume from the stream's cursor. A dropped or refused stream is
-retried with a growing delay, and an outage is told once when it starts and once when it ends,
-not once per attempt. 400/401/403/404 are final: the command says why and exits 1.
-"""
+"""`roomlogs tail ROOM...`: follow rooms in a terminal, coloured by level, resuming by id."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 import orjson
@@ -29,14 +22,14 @@ _COLOURS = {
     "error": "\033[31;1m",
 }
 _RESET = "\033[0m"
-FINAL_STATUSES: Final = frozenset({400, 401, 403, 404})
-BACKOFF_MAX: Final = 15.0
+# Answers that retrying would get again: the command says why and exits 1. Anything else (a
+# proxy's 502 or 503 while the gateway restarts) is an outage like a dropped connection.
+FINAL_STATUSES = frozenset({400, 401, 403, 404})
 
 
-def format_log(log: dict[str, Any], colour: bool, room: str | None = None) -> str:
+def format_log(log: dict[str, Any], colour: bool) -> str:
     level = str(log.get("level", "?"))
-    where = f" {room}" if room is not None else ""
-    head = f"{log.get('timestamp', '')}{where} {level.upper():<7} [{log.get('agentType', '?')}]"
+    head = f"{log.get('timestamp', '')} {level.upper():<7} [{log.get('agentType', '?')}]"
     line = f"{head} {log.get('message', '')}"
     if log.get("metadata"):
         line += " " + orjson.dumps(log["metadata"]).decode()
@@ -45,56 +38,9 @@ def format_log(log: dict[str, Any], colour: bool, room: str | None = None) -> st
     return line
 
 
-class Outage:
-    """Tells an outage once when it starts and once when the stream is back."""
-
-    def __init__(self, err: TextIO) -> None:
-        self.err = err
-        self.since: float | None = None
-        self.attempts = 0
-
-    def failed(self, reason: str) -> None:
-        self.attempts += 1
-        if self.since is None:
-            self.since = time.monotonic()
-            print(f"-- {reason}; reconnecting", file=self.err, flush=True)
-
-    def connected(self) -> None:
-        if self.since is None:
-            return
-        took = time.monotonic() - self.since
-        tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
-        print(f"-- back after {took:.1f} s ({tries})", file=self.err, flush=True)
-        self.since = None
-        self.attempts = 0
-
-
-class Refused(Exception):
-    """A final answer (400/401/403/404): retrying would get the same."""
-
-
-def stream_request(
-    url: str, rooms: Sequence[str], history: int, level: str | None, agent: str | None
-) -> tuple[str, dict[str, str]]:
-    base = url.rstrip("/")
-    params: dict[str, str] = {}
-    if len(rooms) == 1:
-        target = f"{base}/api/v1/rooms/{rooms[0]}/logs"
-    else:
-        target = f"{base}/api/v1/logs"
-        params["rooms"] = ",".join(rooms)
-    if history:
-        params["history"] = str(history)  # with a Last-Event-ID, only for rooms it lacks
-    if level:
-        params["level"] = level
-    if agent:
-        params["agentType"] = agent
-    return target, params
-
-
 async def tail(
     url: str,
-    rooms: Sequence[str] | str,
+    rooms: str | Sequence[str],
     token: str | None,
     *,
     history: int = 0,
@@ -104,78 +50,73 @@ async def tail(
     err: TextIO = sys.stderr,
     colour: bool | None = None,
     max_logs: int | None = None,
-    backoff: float = 1.0,
 ) -> int:
-    """Follow until interrupted (or `max_logs` logs); reconnects with Last-Event-ID."""
+    """Follow until interrupted (or `max_logs` logs), resuming by id (one room) or by the
+    cursor (several, on one stream). An outage is one line when it starts and one when it
+    ends, however many attempts it took."""
     rooms = [rooms] if isinstance(rooms, str) else list(rooms)
     colour = out.isatty() if colour is None else colour
-    multi = len(rooms) > 1
-    target, params = stream_request(url, rooms, history, level, agent)
-    outage = Outage(err)
-    state = _Tail(max_logs)
+    several = len(rooms) > 1
+    base = url.rstrip("/")
+    stream_url = f"{base}/api/v1/logs" if several else f"{base}/api/v1/rooms/{rooms[0]}/logs"
+    filters = {k: v for k, v in (("level", level), ("agentType", agent)) if v}
+    if several:
+        filters["rooms"] = ",".join(rooms)
+    last_id: str | None = None
+    down_since: float | None = None  # the outage under way, if any
+    delay = 1.0
+    seen = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=None)) as http:
         while True:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            if state.last_id:
-                headers["Last-Event-ID"] = state.last_id
-            wait: float | None = None
+            params = dict(filters)
+            if history and last_id is None:
+                params["history"] = str(history)
+            if last_id:
+                headers["Last-Event-ID"] = last_id
+            why = "the stream ended"
             try:
-                async with http.get(target, headers=headers, params=params) as resp:
-                    if resp.status != 200:
-                        body = (await resp.text())[:500]
-                        if resp.status in FINAL_STATUSES:
-                            raise Refused(f"{resp.status} {body}")
-                        raise aiohttp.ClientResponseError(
-                            resp.request_info, (), status=resp.status, message=body.strip()
+                async with http.get(stream_url, headers=headers, params=params) as resp:
+                    if resp.status in FINAL_STATUSES:
+                        body = await resp.text()
+                        hint = (
+                            "\n  give a token with --token or ROOMLOGS_TOKEN"
+                            if resp.status == 401
+                            else ""
                         )
-                    async for ev in iter_events(resp.content):
-                        if ev.event == EventName.CONNECTED:
-                            outage.connected()
-                            state.delay = 0.0
-                        elif ev.event == EventName.LOG:
-                            log = ev.json()
-                            room = str(log.pop("roomId", "?")) if multi else None
-                            print(format_log(log, colour, room), file=out, flush=True)
-                            if state.logged(ev.id):
-                                return 0
-                        elif ev.event == EventName.GAP:
-                            print(f"-- gap: some logs are no longer held ({ev.data})", file=out)
-                        elif ev.event == EventName.UNAVAILABLE:
-                            data = ev.json()
-                            wait = data.get("retryMs", 3000) / 1000
-                            state.reason = f"the gateway is unavailable ({data.get('reason')})"
-                    outage.failed(state.reason or "the stream ended")
-            except Refused as exc:
-                hint = (
-                    "\n  give a token with --token or ROOMLOGS_TOKEN" if "401" in str(exc) else ""
-                )
-                print(f"roomlogs tail: {exc}{hint}", file=err)
-                return 1
-            except aiohttp.ClientResponseError as exc:
-                outage.failed(f"HTTP {exc.status} {exc.message}".strip())
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                outage.failed(f"disconnected ({exc or type(exc).__name__})")
-            state.reason = ""
-            await asyncio.sleep(wait if wait is not None else state.next_delay(backoff))
-
-
-class _Tail:
-    """Where the tail stands: the last id (or cursor), how many logs, the next delay."""
-
-    def __init__(self, max_logs: int | None) -> None:
-        self.max_logs = max_logs
-        self.last_id: str | None = None
-        self.seen = 0
-        self.delay = 0.0
-        self.reason = ""
-
-    def logged(self, event_id: str | None) -> bool:
-        """Count one log; True once `max_logs` are in."""
-        self.last_id = event_id or self.last_id
-        self.seen += 1
-        return self.max_logs is not None and self.seen >= self.max_logs
-
-    def next_delay(self, backoff: float) -> float:
-        """Jittered, doubling from `backoff` up to BACKOFF_MAX; reset by `connected`."""
-        self.delay = min(BACKOFF_MAX, max(backoff, self.delay * 2))
-        return self.delay / 2 + random.random() * self.delay / 2  # noqa: S311  (not a secret)
+                        print(f"roomlogs tail: {resp.status} {body}{hint}", file=err)
+                        return 1
+                    if resp.status != 200:  # a proxy's 502 while the gateway restarts: retry
+                        why = f"HTTP {resp.status}"
+                    else:
+                        async for ev in iter_events(resp.content):
+                            if ev.event == EventName.CONNECTED:
+                                if down_since is not None:
+                                    gone = time.monotonic() - down_since
+                                    print(
+                                        f"-- reconnected after {gone:.1f} s", file=err, flush=True
+                                    )
+                                    down_since = None
+                            elif ev.event == EventName.LOG:
+                                log = ev.json()
+                                line = format_log(log, colour)
+                                if several:
+                                    line = f"{log.get('roomId', '?')} {line}"
+                                print(line, file=out, flush=True)
+                                last_id = ev.id or last_id
+                                seen += 1
+                                if max_logs is not None and seen >= max_logs:
+                                    return 0
+                            elif ev.event == EventName.GAP:
+                                print(f"-- gap: some logs are no longer held ({ev.data})", file=out)
+                            elif ev.event == EventName.UNAVAILABLE:
+                                data = ev.json()
+                                delay = data.get("retryMs", 3000) / 1000
+                                why = f"unavailable: {data.get('reason', '?')}"
+            except aiohttp.ClientError as exc:
+                why = str(exc) or type(exc).__name__
+            if down_since is None:
+                down_since = time.monotonic()
+                print(f"-- disconnected ({why}); reconnecting", file=err, flush=True)
+            await asyncio.sleep(delay)
+            delay = 1.0

@@ -1,4 +1,4 @@
-"""`python -m service serve | token | tail` as real subprocesses: exit codes, stderr, output."""
+"""`python -m service serve | token` as real subprocesses: exit codes, stderr, output."""
 
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ import aiohttp
 import jwt
 import pytest
 
-from service.publisher import Publisher
 from service.settings import FIELDS
-from tests.support.factories import SECRET, StartService
+from tests.support.factories import SECRET
 from tests.support.paths import ROOT
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import free_port
 
 TIMEOUT = 30  # seconds any one command may take
 
@@ -344,34 +343,3 @@ async def test_publish_reads_lines_from_stdin_and_a_refusal_names_the_token_flag
         assert refused.returncode == 1
         assert "--token" in refused.stderr
         assert "ROOMLOGS_TOKEN" in refused.stderr
-
-
-# -- tail ------------------------------------------------------------------------------------------
-
-
-async def test_tail_follows_several_rooms_on_one_stream_with_filters(
-    service: StartService, redis_server: RedisServer, room: str
-) -> None:
-    """`roomlogs tail a b --level warn --agent code`: both rooms' history, filtered by the
-    gateway, one line per log naming its room."""
-    srv = await service(REDIS_URL=redis_server.url)
-    a, b = f"{room}-a", f"{room}-b"
-    async with Publisher(redis_url=redis_server.url) as pub:
-        await pub.emit(a, "a quiet", agent_type="code", level="info")
-        await pub.emit(a, "a loud", agent_type="code", level="error")
-        await pub.emit(b, "b other agent", agent_type="story", level="warn")
-        await pub.emit(b, "b loud", agent_type="code", level="warn")
-    result = await asyncio.to_thread(
-        run, "tail", a, b, "--url", srv.url, "--level", "warn", "--agent", "code",
-        "--history", "10", "--count", "2", JWT_SECRET=SECRET,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    got = [line.split(" ", 1)[1] for line in result.stdout.splitlines()]
-    assert got == [f"{a} ERROR   [code] a loud", f"{b} WARN    [code] b loud"]
-    assert result.stderr == ""
-
-
-def test_tail_refuses_a_bad_room_id_before_connecting() -> None:
-    result = run("tail", "ok-room", "not a room!", "--url", "http://127.0.0.1:9")
-    assert result.returncode == 2
-    assert one_line(result.stderr) == "roomlogs tail: 'not a room!' is not a room id"

@@ -1,6 +1,5 @@
-"""tail: how `roomlogs tail` prints a log, and how it retries, against a small real HTTP front
-that answers as a failing load balancer would (the command itself against the real gateway:
-tests/process/test_publishers.py and tests/process/test_cli.py)."""
+"""tail: how `roomlogs tail` prints a log and retries, against small real servers (the command
+itself runs in tests/process/test_publishers.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +11,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from service.events import EventName, connected_frame, event_frame, log_frame
+from service.events import connected_frame, log_frame
 from service.tail import format_log, tail
 from tests.support.servers import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-LOG = {"timestamp": "t", "level": "error", "agentType": "code", "message": "boom"}
 
 
 def test_tail_colours_levels_only_on_request() -> None:
@@ -27,11 +25,59 @@ def test_tail_colours_levels_only_on_request() -> None:
     assert coloured.startswith("\033[31;1m")
     assert coloured.endswith("\033[0m")
     assert "boom" in coloured
-    assert format_log(log, colour=False, room="r1") == "t r1 ERROR   [code] boom"
+
+
+async def test_an_outage_is_one_line_however_many_attempts_it_takes() -> None:
+    """A server that refuses three times (`unavailable`, retry in 20 ms), then streams: tail
+    says once that it is disconnected, once that it is back, and prints the log."""
+    attempts = 0
+    refusal = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        b'retry: 20\nevent: unavailable\ndata: {"reason":"draining","retryMs":20}\n\n'
+    )
+    stream = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        b'event: connected\ndata: {"roomId":"r"}\n\n'
+        b'id: 1-0\nevent: log\ndata: {"level":"info","agentType":"code","message":"hi"}\n\n'
+    )
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        writers.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        attempts += 1
+        writer.write(refusal if attempts <= 3 else stream)
+        await writer.drain()
+        if attempts <= 3:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        async with asyncio.timeout(20):
+            code = await tail(
+                f"http://127.0.0.1:{port}", "r", None, out=out, err=err, colour=False, max_logs=1
+            )
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert code == 0
+    assert attempts == 4
+    assert out.getvalue().splitlines()[-1].endswith("[code] hi")
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0] == "-- disconnected (unavailable: draining); reconnecting"
+    assert lines[1].startswith("-- reconnected after ")
 
 
 @pytest.fixture
 async def front() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """A small real HTTP front, answering as a failing load balancer or the gateway would."""
     runners: list[web.AppRunner] = []
 
     async def start(handler: Handler) -> str:
@@ -49,88 +95,36 @@ async def front() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
         await runner.cleanup()
 
 
-async def sse(request: web.Request, *frames: bytes) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
-    for frame in frames:
-        await resp.write(frame)
-    return resp  # the stream ends here, as when the gateway goes away
-
-
-def connected(**extra: object) -> bytes:
-    return connected_frame({"timestamp": "t", "recovered": True, **extra}, 100)
-
-
-async def run_tail(url: str, rooms: list[str], **kw: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    async with asyncio.timeout(10):
-        code = await tail(url, rooms, "tok", out=out, err=err, colour=False, backoff=0.01, **kw)  # type: ignore[arg-type]
-    return code, out.getvalue(), err.getvalue()
-
-
-async def test_an_outage_is_told_once_however_many_attempts(
+async def test_a_proxys_502_is_an_outage_retried_not_an_exit(
     front: Callable[[Handler], Awaitable[str]],
 ) -> None:
-    seen: list[tuple[str, str | None]] = []
+    """While the gateway restarts, the load balancer answers 502: tail keeps trying, with the
+    id it had, and tells the outage once."""
+    asked: list[str | None] = []
+    log = orjson.dumps({"level": "warn", "agentType": "code", "message": "m"})
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        seen.append((request.path_qs, request.headers.get("Last-Event-ID")))
-        n = len(seen)
-        if n == 1:  # a transient refusal, then the gateway closes the stream: an outage
-            unavailable = event_frame(
-                EventName.UNAVAILABLE, {"reason": "max_connections", "retryMs": 10}
-            )
-            return await sse(request, unavailable)
-        if n == 2:
-            return await sse(request, connected(), log_frame("1-0", orjson.dumps(LOG)))
-        if n <= 7:  # the stream ended, then five refused attempts: one more outage
+        asked.append(request.headers.get("Last-Event-ID"))
+        if len(asked) == 2:
             return web.Response(status=502, text="bad gateway")
-        return await sse(request, connected(), log_frame("1-1", orjson.dumps(LOG)))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(connected_frame({"roomId": "r"}, 10))
+        await resp.write(log_frame(f"1-{len(asked)}", log))
+        return resp  # and the stream ends
 
-    url = await front(handler)
-    code, out, err = await run_tail(url, ["r"], max_logs=2)
+    out, err = io.StringIO(), io.StringIO()
+    async with asyncio.timeout(20):
+        code = await tail(
+            await front(handler), "r", None, out=out, err=err, colour=False, max_logs=2
+        )
     assert code == 0
-    assert out.splitlines() == ["t ERROR   [code] boom"] * 2
-    lines = err.splitlines()
-    assert len(lines) == 4, err
-    assert lines[0] == "-- the gateway is unavailable (max_connections); reconnecting"
-    assert lines[1].startswith("-- back after ")
-    assert lines[1].endswith(" s (1 attempt)")
-    assert lines[2] == "-- the stream ended; reconnecting"
-    assert lines[3].endswith(" s (6 attempts)")
-    # Every retry resumed after the last id it had.
-    assert [last for _, last in seen] == [None, None] + ["1-0"] * 6
-    assert all(path == "/api/v1/rooms/r/logs" for path, _ in seen)
-
-
-async def test_several_rooms_share_the_multi_room_stream_with_filters(
-    front: Callable[[Handler], Awaitable[str]],
-) -> None:
-    asked: list[web.Request] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        asked.append(request)
-        logs = [
-            log_frame(f"r1.cursor{i}", orjson.dumps({"roomId": room, **LOG}))
-            for i, room in enumerate(["a", "b"])
-        ]
-        return await sse(request, connected(rooms=["a", "b"]), *logs)
-
-    url = await front(handler)
-    code, out, _ = await run_tail(
-        url, ["a", "b"], max_logs=2, history=5, level="warn", agent="code"
-    )
-    assert code == 0
-    assert out.splitlines() == ["t a ERROR   [code] boom", "t b ERROR   [code] boom"]
-    (request,) = asked
-    assert request.path == "/api/v1/logs"
-    assert dict(request.query) == {
-        "rooms": "a,b",
-        "history": "5",
-        "level": "warn",
-        "agentType": "code",
-    }
-    assert request.headers["Authorization"] == "Bearer tok"
+    assert len(out.getvalue().splitlines()) == 2
+    assert asked == [None, "1-1", "1-1"]
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0] == "-- disconnected (the stream ended); reconnecting"
+    assert lines[1].startswith("-- reconnected after ")
 
 
 async def test_a_final_refusal_exits_at_once(front: Callable[[Handler], Awaitable[str]]) -> None:
@@ -142,9 +136,11 @@ async def test_a_final_refusal_exits_at_once(front: Callable[[Handler], Awaitabl
         body = {"error": "room_not_allowed", "detail": "room 'b' is not in the token's claim"}
         return web.json_response(body, status=403)
 
-    code, out, err = await run_tail(await front(handler), ["a", "b"])
+    out, err = io.StringIO(), io.StringIO()
+    async with asyncio.timeout(10):
+        code = await tail(await front(handler), ["a", "b"], None, out=out, err=err)
     assert code == 1
-    assert out == ""
-    assert err.startswith("roomlogs tail: 403 ")
-    assert "room 'b' is not in the token's claim" in err
+    assert out.getvalue() == ""
+    assert err.getvalue().startswith("roomlogs tail: 403 ")
+    assert "room 'b' is not in the token's claim" in err.getvalue()
     assert calls == 1
