@@ -3,56 +3,63 @@
 // The multi-room stream's `id:` is a cursor that the contract calls opaque: RoomStream only
 // sends it back. The viewer, served by the same gateway, also reads the log's own room's
 // position out of it to show each row's stream id ("1700000000000-0") and link to it. It reads
-// the gateway's "r1." layout (service/cursor.py): base64url of a version byte (1), a varint
-// epoch (ms), then per room its 5-byte BLAKE2b digest, a varint offset (0 for "0-0", else
-// zigzag(ms - epoch) + 1) and a varint seq. Any other text gives null: rows then have no
-// stream id of their own, and everything else works as before.
+// the gateway's layout (service/cursor.py), which the viewer tests pin (rows' ids against the
+// ids the gateway gave at publish time): "r1.", the epoch in 8 base64url digits (ms), then per
+// room 15 digits: 6 of digest (BLAKE2b-40 of the room id >> 4), 9 of value (offset << 18 | seq;
+// offset 0 for "0-0", else zigzag(ms - epoch) + 1). A clamped position (a seq of 2^18 - 1, or
+// an offset at the edge of its 36 bits) or any other text gives null: that row then has no
+// stream id of its own (no permalink), and everything else works as before.
 
 const PREFIX = "r1.";
-const DIGEST = 5;
+const HEAD = PREFIX.length + 8;
+const SLOT = 15;
+const SEQ_BITS = 18n;
+const SEQ_MAX = (1n << SEQ_BITS) - 1n;
+const OFFSET_MAX = (1n << 36n) - 1n;
+const REACH = (1n << 35n) - 1n;
 const MASK = (1n << 64n) - 1n;
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-function bytesOf(text) {
-  const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
-  const bin = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+function number(text) {
+  let value = 0n;
+  for (const c of text) {
+    const digit = ALPHABET.indexOf(c);
+    if (digit < 0) throw new Error("not base64url");
+    value = (value << 6n) | BigInt(digit);
+  }
+  return value;
+}
+
+function chars(value, width) {
+  let out = "";
+  for (let i = width - 1; i >= 0; i--) out += ALPHABET[Number((value >> BigInt(6 * i)) & 63n)];
   return out;
 }
 
-function varint(bytes, at) {
-  let value = 0n;
-  let shift = 0n;
-  for (;;) {
-    if (at >= bytes.length || shift > 63n) throw new Error("truncated");
-    const byte = bytes[at++];
-    value |= BigInt(byte & 0x7f) << shift;
-    if (!(byte & 0x80)) return [value, at];
-    shift += 7n;
-  }
-}
-
-/** The positions a cursor holds, by room digest (hex): Map digest → "ms-seq"; null if not one. */
+/** The positions a cursor holds, by room digest: Map digest → "ms-seq" (null when clamped);
+ *  null when `text` is not a cursor of this layout. */
 export function cursorPositions(text) {
   if (typeof text !== "string" || !text.startsWith(PREFIX)) return null;
+  if (text.length < HEAD || (text.length - HEAD) % SLOT) return null;
   try {
-    const bytes = bytesOf(text.slice(PREFIX.length));
-    if (bytes[0] !== 1) return null;
-    let [epoch, at] = varint(bytes, 1);
+    const epoch = number(text.slice(PREFIX.length, HEAD));
     const positions = new Map();
-    while (at < bytes.length) {
-      if (at + DIGEST > bytes.length) return null;
-      const digest = hex(bytes.slice(at, at + DIGEST));
-      let offset;
-      let seq;
-      [offset, at] = varint(bytes, at + DIGEST);
-      [seq, at] = varint(bytes, at);
-      let ms = 0n;
-      if (offset !== 0n) {
+    for (let at = HEAD; at < text.length; at += SLOT) {
+      const digest = text.slice(at, at + 6);
+      number(digest);
+      const value = number(text.slice(at + 6, at + SLOT));
+      const offset = value >> SEQ_BITS;
+      const seq = value & SEQ_MAX;
+      let id = null;
+      if (offset === 0n) {
+        id = seq === 0n ? "0-0" : null;
+      } else {
         const zigzag = offset - 1n;
-        ms = zigzag % 2n === 0n ? epoch + zigzag / 2n : epoch - (zigzag + 1n) / 2n;
+        const delta = zigzag % 2n === 0n ? zigzag / 2n : -(zigzag + 1n) / 2n;
+        const clamped = seq === SEQ_MAX || offset >= OFFSET_MAX || delta >= REACH - 1n || delta <= -REACH;
+        if (!clamped) id = `${epoch + delta}-${seq}`;
       }
-      positions.set(digest, `${ms}-${seq}`);
+      positions.set(digest, id);
     }
     return positions;
   } catch {
@@ -62,21 +69,24 @@ export function cursorPositions(text) {
 
 const digests = new Map();
 
-/** This room's position in the cursor `text` (its own stream id), or null. */
-export function roomPosition(text, room) {
-  const positions = cursorPositions(text);
-  if (!positions) return null;
+/** The cursor's digits for `room`: BLAKE2b-40 of its UTF-8 bytes, shifted right by 4. */
+export function roomDigest(room) {
   let digest = digests.get(room);
   if (digest === undefined) {
-    digest = hex(blake2b(new TextEncoder().encode(room), DIGEST));
+    const bytes = blake2b(new TextEncoder().encode(room), 5);
+    let value = 0n;
+    for (const b of bytes) value = (value << 8n) | BigInt(b);
+    digest = chars(value >> 4n, 6);
     if (digests.size > 4096) digests.clear();
     digests.set(room, digest);
   }
-  return positions.get(digest) ?? null;
+  return digest;
 }
 
-function hex(bytes) {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+/** This room's position in the cursor `text` (its own stream id), or null. */
+export function roomPosition(text, room) {
+  const positions = cursorPositions(text);
+  return positions ? (positions.get(roomDigest(room)) ?? null) : null;
 }
 
 // BLAKE2b (RFC 7693), unkeyed, for short inputs: what Python's hashlib.blake2b(digest_size=n)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,13 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route
 
+from service.cursor import Cursor
+from service.cursor import parse as parse_cursor
 from service.publisher import Publisher
 from tests.support.factories import StartService, auth, sample_log, token
-from tests.support.servers import RedisServer, ServiceProcess
+from tests.support.servers import RedisServer, ServiceProcess, debian_binary
 from tests.system.test_viewer import (  # noqa: F401
+    STATIC,
     WAIT_MS,
     browser,
     context,
@@ -524,3 +528,43 @@ async def test_resumes_by_cursor_after_a_transient_refusal(
         assert await page.get_attribute("#logs", "data-duplicates") == "0"
     finally:
         again.stop()
+
+
+def test_cursor_js_reads_each_rooms_position_from_the_gateways_cursor() -> None:
+    """static/cursor.js (in Node) against service/cursor.py: each room's own stream id, and
+    null where the cursor holds a clamped position or the room is not in it."""
+    node = debian_binary("nodejs", "node", "nodejs")
+    epoch = 1_796_256_000_000
+    positions: dict[str, tuple[int, int]] = {
+        "alpha": (epoch + 41_391_285, 7),
+        "beta.room-2": (epoch - 86_400_000 * 30, 0),  # a month before the stream's epoch
+        "gamma_3": (0, 0),  # an empty room
+        "delta": (epoch + 5, 300_000),  # more logs in one ms than the cursor holds: clamped
+        "é-not-ascii-but-utf8": (epoch + 1, 1),
+    }
+    cursor = Cursor(positions, epoch)
+    for r, key in positions.items():
+        cursor.advance(r, key)
+    text = cursor.encode().decode()
+    script = (
+        f"import {{ roomPosition }} from {json.dumps(str(STATIC / 'cursor.js'))};"
+        "const [text, ...rooms] = process.argv.slice(1);"
+        "console.log(JSON.stringify(rooms.map((r) => roomPosition(text, r))));"
+    )
+    rooms = [*positions, "not-followed"]
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script, text, *rooms],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert json.loads(done.stdout) == [
+        f"{epoch + 41_391_285}-7",
+        f"{epoch - 86_400_000 * 30}-0",
+        "0-0",
+        None,
+        f"{epoch + 1}-1",
+        None,
+    ]
+    assert parse_cursor(text, ["alpha"]) == {"alpha": positions["alpha"]}
