@@ -51,6 +51,7 @@ export class Viewer {
     this.colours = assignColours(connection.rooms);
     this.counts = new Map();
     this.stream = null;
+    this.scrolledTo = "";
 
     this.list = $("logs");
     this.console = $("console");
@@ -564,7 +565,10 @@ export class Viewer {
     if (!found) return false;
     found.classList.add("target");
     $("linked").hidden = true;
-    if (!found.hidden) {
+    const key = `${t.roomId}/${t.id}`;
+    if (!found.hidden && this.scrolledTo !== key) {
+      // Once: later rows must not pull the page back to it.
+      this.scrolledTo = key;
       this.stick = false;
       found.scrollIntoView({ block: "center" });
     }
