@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from service.broker.keys import PLAIN
 from service.sse import Event
 from tests.support.aio import background, poll_until
 from tests.support.factories import StartService, auth, sample_log
@@ -44,12 +45,8 @@ def group(tmp_path: Path) -> Iterator[SentinelGroup]:
 
 
 async def _gateway(service: StartService, group: SentinelGroup, **env: str) -> ServiceProcess:
-    return await service(
-        REDIS_SENTINELS=group.addresses,
-        PUBLISH_REPLICAS="1",
-        HEARTBEAT_INTERVAL="0.5",
-        **env,
-    )
+    env = {"PUBLISH_REPLICAS": "1", "HEARTBEAT_INTERVAL": "0.5", **env}
+    return await service(REDIS_SENTINELS=group.addresses, **env)
 
 
 @dataclass
@@ -94,6 +91,7 @@ class Publisher:
     url: str
     room: str
     acked: list[tuple[int, str]] = field(default_factory=list)  # (seq, id) in order
+    sent_at: list[float] = field(default_factory=list)  # when each one's last attempt began
     answers: collections.Counter[str] = field(default_factory=collections.Counter)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -102,6 +100,7 @@ class Publisher:
         while not self.stop.is_set():
             key = f"{self.room}-{seq}"
             while True:
+                began = asyncio.get_running_loop().time()
                 try:
                     async with http.post(
                         self.url, json=sample_log(seq), headers=auth() | {"Idempotency-Key": key}
@@ -110,6 +109,7 @@ class Publisher:
                         if r.status == 202:
                             ids = (await r.json())["ids"]
                             self.acked.append((seq, ids[0]))
+                            self.sent_at.append(began)
                             break
                         assert r.status in (503, 504), await r.text()
                 except (aiohttp.ClientConnectionError, TimeoutError):
@@ -270,3 +270,37 @@ async def test_replica_down_is_outcome_unknown_and_retry_returns_same_ids(
         assert body["ids"] == stored[1:]
         status, again = await post(http, "second")
         assert (status, again["ids"]) == (202, body["ids"])
+
+
+async def test_no_publish_is_acknowledged_by_the_old_primary_after_the_switch(
+    service: StartService, group: SentinelGroup, room: str
+) -> None:
+    """Without PUBLISH_REPLICAS, what the old primary acknowledged before the switch may be
+    lost (documented); after the gateway heard of the switch, nothing is acknowledged by
+    it, although it stays a writable primary for ~10 s."""
+    gw = await _gateway(service, group, PUBLISH_REPLICAS="0")
+    url = f"{gw.url}/api/v1/rooms/{{}}/logs"
+    publishers = [Publisher(url.format(f"{room}-{i}"), f"{room}-{i}") for i in range(ROOMS)]
+    async with aiohttp.ClientSession() as http:
+        async with background(*(p.run(http) for p in publishers)) as tasks:
+
+            async def acked(count: int) -> bool:
+                return all(len(p.acked) >= count for p in publishers)
+
+            await poll_until(lambda: acked(BEFORE), timeout=20)
+            old = await asyncio.to_thread(group.primary_port)
+            group.failover()
+            new = await asyncio.to_thread(group.wait_switched, old)
+            switched = asyncio.get_running_loop().time()  # every sentinel names `new`
+            count = max(len(p.acked) for p in publishers)
+            await poll_until(lambda: acked(count + 2 * AFTER), timeout=20)
+            for p in publishers:
+                p.stop.set()
+            async with asyncio.timeout(20):
+                await asyncio.wait(tasks)
+    stored = group.node(new).client()
+    for p in publishers:
+        held = {raw_id.decode() for raw_id, _ in stored.xrange(PLAIN.history(p.room))}
+        late = [i for (_, i), at in zip(p.acked, p.sent_at, strict=True) if at > switched]
+        assert len(late) >= 2 * AFTER
+        assert [i for i in late if i not in held] == [], "acknowledged by the old primary"
