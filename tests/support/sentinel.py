@@ -78,8 +78,14 @@ class Node:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: a stalled server, whose sockets stay open and say nothing."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused one could not act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)

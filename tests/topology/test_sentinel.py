@@ -304,3 +304,41 @@ async def test_no_publish_is_acknowledged_by_the_old_primary_after_the_switch(
         late = [i for (_, i), at in zip(p.acked, p.sent_at, strict=True) if at > switched]
         assert len(late) >= 2 * AFTER
         assert [i for i in late if i not in held] == [], "acknowledged by the old primary"
+
+
+async def test_a_stalled_primary_is_left_for_the_new_one(
+    service: StartService, group: SentinelGroup, room: str
+) -> None:
+    """SIGSTOP: the old primary's sockets stay open and silent. Sentinel fails over, and the
+    gateway follows at the announcement: the open streams get what is published next."""
+    gw = await _gateway(service, group, PUBLISH_REPLICAS="0")
+    url = f"{gw.url}/api/v1/rooms/{room}/logs"
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        readers = [Reader(url) for _ in range(STREAMS_PER_ROOM)]
+        async with background(*(r.run(http) for r in readers)):
+            async with asyncio.timeout(10):
+                for reader in readers:
+                    await reader.live.wait()
+            old = await asyncio.to_thread(group.primary_port)
+            group.node(old).pause()
+            await asyncio.to_thread(group.wait_switched, old)
+            ids: list[str] = []
+            for seq in range(3):
+
+                async def stored(seq: int = seq) -> bool:
+                    async with http.post(
+                        url, json=sample_log(seq), headers=auth() | {"Idempotency-Key": f"s{seq}"}
+                    ) as r:
+                        if r.status == 202:
+                            ids.extend((await r.json())["ids"])
+                        return r.status == 202
+
+                await poll_until(stored, timeout=20, interval=0.1)
+
+            async def delivered() -> bool:
+                return all([ev.id for ev in r.logs] == ids for r in readers)
+
+            await poll_until(delivered, timeout=10)
+        async with http.get(gw.url + "/readyz") as r:
+            assert r.status == 200
