@@ -18,8 +18,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from service.broker._errors import never_sent
 from service.broker.keys import PLAIN
+from service.broker.sentinel import SentinelLink
+from service.settings import Settings
 from service.sse import Event
 from tests.support.aio import background, poll_until
 from tests.support.factories import StartService, auth, sample_log
@@ -342,3 +346,21 @@ async def test_a_stalled_primary_is_left_for_the_new_one(
             await poll_until(delivered, timeout=10)
         async with http.get(gw.url + "/readyz") as r:
             assert r.status == 200
+
+
+async def test_a_connection_is_never_made_to_a_replica(group: SentinelGroup) -> None:
+    """A sentinel's stale answer naming a replica: the connect checks ROLE and refuses it, as
+    a connection error before any command (a publish then answers 503, not stored)."""
+    link = SentinelLink(
+        Settings(redis_sentinels=tuple(("127.0.0.1", s.port) for s in group.sentinels))
+    )
+    conn = link.pool.make_connection()
+    try:
+        with pytest.raises(RedisConnectionError, match="not the primary") as refused:
+            await conn.connect_to(("127.0.0.1", group.replicas[0].port))
+        assert never_sent(refused.value)
+        await conn.connect_to(("127.0.0.1", group.primary.port))
+        assert conn.is_connected
+    finally:
+        await conn.disconnect()
+        await link.aclose()
