@@ -19,17 +19,17 @@ from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
 from . import _batch_read
 from ._errors import CONNECTION_ERRORS, SubscriptionStalled, explain, never_sent
+from ._pool import make_pool
 from .base import (
     Broker,
     BrokerEvents,
@@ -43,9 +43,8 @@ from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
 from .keys import PLAIN
 from .plain import PlainStore
 from .refusal import describe_refusal
-from .replicas import wait_replicas
+from .replicas import Replicas
 from .script import PERMISSIONS_SCRIPT, PUBLISH_SCRIPT, Published, store_and_publish
-from .sentinel import SentinelLink
 
 log = logging.getLogger("service.broker")
 
@@ -71,35 +70,9 @@ class RedisBroker(Broker):
         self._keys = PLAIN
         self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.05)
         self._command_backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
-        # A bounded pool that queues: a burst of requests waits up to REDIS_POOL_TIMEOUT for a
-        # connection instead of failing at once (redis-py's default pool refuses the 101st).
-        # No retries inside redis-py: a command resent after its answer was lost may run
-        # twice, so `_call` decides per command whether a resend is safe.
-        options: dict[str, Any] = {
-            "max_connections": settings.redis_pool_size,
-            "timeout": settings.redis_pool_timeout,
-            "retry": Retry(NoBackoff(), retries=0),
-            "socket_connect_timeout": 2.0,
-            "socket_timeout": 5.0,
-            "health_check_interval": 10,
-            "protocol": 2,
-        }
-        self._pool: aioredis.BlockingConnectionPool
-        self._sentinel: SentinelLink | None = None
-        if settings.redis_sentinels:
-            # The primary found through the sentinels, and followed (sentinel.py).
-            self._sentinel = SentinelLink(settings, **options)
-            self._pool = self._sentinel.pool
-        else:
-            assert settings.redis_url is not None
-            self._pool = aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url,
-                **options,
-                **settings.redis_options,  # TLS files: this pool serves commands and pub/sub
-            )
-        # PUBLISH_REPLICAS: `WAIT` after the script, on its connection (`_store`).
-        self._replicas = settings.publish_replicas
-        self._replicas_timeout_ms = settings.publish_replicas_timeout_ms
+        # One server's pool, or (REDIS_SENTINELS) the primary's, followed by `_sentinel`.
+        self._pool, self._sentinel = make_pool(settings)
+        self._replicas = Replicas.of(settings)  # PUBLISH_REPLICAS: WAIT after the script
         self._client_cert = settings.redis_tls_cert_file is not None
         self._client: aioredis.Redis = aioredis.Redis(connection_pool=self._pool)
         self._script = self._client.register_script(PUBLISH_SCRIPT)
@@ -362,22 +335,13 @@ class RedisBroker(Broker):
                 nonce=nonce,
             )
 
-        async def replicated() -> Published:
-            # WAIT counts replicas that hold this connection's writes: one connection for both.
-            async with self._client.client() as conn:
-                published = await run(conn.register_script(PUBLISH_SCRIPT))
-                await wait_replicas(
-                    conn,
-                    published,
-                    self._replicas,
-                    self._replicas_timeout_ms,
-                    history=self._keys.history(room),
-                    history_ttl=self._history_ttl,
-                )
-                return published
-
+        history = self._keys.history(room)
         return await self._call(
-            replicated if self._replicas else lambda: run(self._script),
+            lambda: (
+                self._replicas.store(self._client, run, history)
+                if self._replicas
+                else run(self._script)
+            ),
             resend_safe=resend_safe,
             room=room,
         )
