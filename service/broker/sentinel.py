@@ -28,6 +28,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
 from redis.asyncio.sentinel import (
     MasterNotFoundError,
@@ -38,6 +39,7 @@ from redis.asyncio.sentinel import (
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..settings import Settings
@@ -53,6 +55,7 @@ SWITCH_CHANNEL: Final = "+switch-master"
 SWITCH_MEMORY: Final = 30.0
 SENTINEL_TIMEOUT: Final = 1.0  # seconds to connect to / hear from one sentinel
 WATCH_READ: Final = 1.0  # seconds one read of the watcher's subscription waits
+WATCH_IDLE: Final = 5.0  # seconds of silence after which the watcher PINGs its sentinel
 
 
 class NoPrimary(MasterNotFoundError):
@@ -265,18 +268,7 @@ class SentinelLink:
                 await pubsub.subscribe(SWITCH_CHANNEL)
                 failures = 0
                 await self._missed()
-                while True:
-                    msg = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=WATCH_READ
-                    )
-                    if msg is not None and msg["type"] == "message":
-                        switch = self.switches.heard(msg["data"])
-                        if switch is not None:
-                            log.warning(
-                                "sentinel %s:%d: %s switched from %s to %s",
-                                host, port, self.service, _show(switch[0]), _show(switch[1]),
-                            )  # fmt: skip
-                            await self.switch(switch[1])
+                await self._follow(pubsub, f"{host}:{port}")
             except Exception as exc:  # the watcher must outlive anything a sentinel does
                 if not isinstance(exc, (RedisError, OSError)):
                     log.exception("the sentinel watcher failed unexpectedly")
@@ -292,6 +284,30 @@ class SentinelLink:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(Exception):
                     await client.aclose()
+
+    async def _follow(self, pubsub: PubSub, sentinel: str) -> None:
+        """The switches one sentinel announces, until its connection fails or it stalls: a
+        silent subscription is asked (PING) after WATCH_IDLE, as the broker's reader does."""
+        loop = asyncio.get_running_loop()
+        heard, probed = loop.time(), None
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WATCH_READ)
+            now = loop.time()
+            if msg is None:
+                if probed is None and now - heard >= WATCH_IDLE:
+                    await pubsub.ping()
+                    probed = now
+                elif probed is not None and now - probed >= SENTINEL_TIMEOUT * 2:
+                    raise RedisTimeoutError(f"no answer to a PING within {SENTINEL_TIMEOUT * 2}s")
+                continue
+            heard, probed = now, None
+            switch = self.switches.heard(msg["data"]) if msg["type"] == "message" else None
+            if switch is not None:
+                log.warning(
+                    "sentinel %s: %s switched from %s to %s",
+                    sentinel, self.service, _show(switch[0]), _show(switch[1]),
+                )  # fmt: skip
+                await self.switch(switch[1])
 
     async def _missed(self) -> None:
         current = self.pool.master_address

@@ -143,6 +143,10 @@ class SentinelGroup:
 
     # -- what the sentinels say ------------------------------------------------------------
 
+    @staticmethod
+    def running(nodes: list[Node]) -> list[Node]:
+        return [n for n in nodes if n.proc is not None and n.proc.poll() is None]
+
     def master_state(self, sentinel: Node) -> dict[str, Any]:
         state: dict[str, Any] = sentinel.client().sentinel_master(SERVICE)
         return state
@@ -153,7 +157,7 @@ class SentinelGroup:
 
         def agreed() -> bool:
             ports.clear()
-            for s in self.sentinels:
+            for s in self.running(self.sentinels):
                 _host, port = s.client().sentinel_get_master_addr_by_name(SERVICE)
                 ports.add(int(port))
             return len(ports) == 1
@@ -197,9 +201,10 @@ class SentinelGroup:
         wait_for(known, "the sentinels knowing the replicas and each other")
 
     def failover(self) -> None:
-        """`SENTINEL FAILOVER`: the old primary stays a writable primary until Sentinel turns it
-        into a replica (~10 s later)."""
-        self.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE)
+        """`SENTINEL FAILOVER` (on a running sentinel): the old primary stays a writable primary
+        until Sentinel turns it into a replica (~10 s later)."""
+        sentinel = self.running(self.sentinels)[0]
+        sentinel.client().execute_command("SENTINEL", "FAILOVER", SERVICE)
 
     def wait_switched(self, old: int) -> int:
         """Until the sentinels agree on a primary other than `old`; its port."""
