@@ -157,13 +157,21 @@ class PrimaryConnection(SentinelManagedConnection):
             await self.send_command("ROLE")
             reply = await self.read_response()
         except NoPermissionError:
-            return  # a user without +role (docs/sentinel.md): the sentinels' word only
+            reply = [b"master"]  # a user without +role (docs/sentinel.md): the sentinels' word
         role = reply[0] if isinstance(reply, list) and reply else reply
         if role not in (b"master", "master"):
             await self.disconnect()
             raise RedisConnectionError(
                 f"Error connecting to {address[0]}:{address[1]}: it is a {role!r}, not the "
                 "primary (a failover under way)"
+            )
+        current = self.connection_pool.master_address
+        if current is not None and tuple(current) != tuple(address):
+            # A switch was heard while this connect was under way: not a connection to keep.
+            await self.disconnect()
+            raise RedisConnectionError(
+                f"Error connecting to {address[0]}:{address[1]}: the primary moved to "
+                f"{current[0]}:{current[1]} meanwhile"
             )
 
 
