@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,13 +163,19 @@ async def _failover_under_load(
                 async def acked(count: int) -> bool:
                     return all(len(p.acked) >= count for p in publishers)
 
-                await poll_until(lambda: acked(BEFORE), timeout=20)
+                answers = [p.answers for p in publishers]
+                await _within("acknowledged before", lambda: acked(BEFORE), 20, answers)
                 old = await asyncio.to_thread(group.primary_port)
                 act(old)
                 await asyncio.to_thread(group.wait_switched, old)
                 await asyncio.to_thread(recover, old)
                 switched = max(len(p.acked) for p in publishers)
-                await poll_until(lambda: acked(switched + AFTER), timeout=30)
+                await _within(
+                    "acknowledged after the switch",
+                    lambda: acked(switched + AFTER),
+                    45,
+                    (answers, readiness),
+                )
                 for p in publishers:
                     p.stop.set()
                 async with asyncio.timeout(20):
@@ -185,7 +191,7 @@ async def _failover_under_load(
 
             with contextlib.suppress(TimeoutError):
                 await poll_until(delivered, timeout=20)
-            await poll_until(lambda: _is(readiness, 200), timeout=20)
+            await _within("ready", lambda: _is(readiness, 200), 20, readiness)
 
     for p in publishers:
         acked_ids = [i for _, i in p.acked]
@@ -202,6 +208,16 @@ async def _failover_under_load(
                 if ev.id not in set(acked_ids):
                     assert int(ev.json()["metadata"]["step"]) in acked_seqs
     return readiness, everyone, publishers
+
+
+async def _within(
+    what: str, check: Callable[[], Awaitable[bool]], timeout: float, state: object
+) -> None:
+    """`poll_until`, failing with what was awaited and the state it was in."""
+    try:
+        await poll_until(check, timeout=timeout)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout:.0f}s: {what}; {state}") from None
 
 
 async def _is(readiness: list[int], status: int) -> bool:
