@@ -254,6 +254,7 @@ async def test_primary_killed_under_load(
     assert sum(p.answers["503"] for p in publishers) > 0
     # The open streams stayed open through the outage, with heartbeats.
     assert all(r.heartbeats > 0 for r in readers)
+    assert [r.connects for r in readers] == [1] * len(readers)
 
 
 async def test_replica_down_is_outcome_unknown_and_retry_returns_same_ids(
