@@ -7,13 +7,16 @@ the primary on every (re)connect, and nothing more: it does not listen for `+swi
 for ~10 s, with redis-py's pooled and pub/sub connections still on it (RESEARCH-SCALEOUT.md
 §1.4). So here:
 
-- `SwitchWatcher` subscribes to `+switch-master` on any reachable sentinel (retrying), and on
-  a switch of our service calls the broker's hook, which drops every pooled connection, the
-  subscription's included: the reader resubscribes on the new primary and catches up.
+- `SentinelLink.watch` subscribes to `+switch-master` on any reachable sentinel (retrying),
+  and on a switch of our service closes every pooled connection to another primary, the
+  subscription's included: the broker's reader resubscribes on the new primary and catches up
+  from history, as after any lost subscription. A connect that finds the primary moved
+  (`BlockingSentinelPool.on_move`) does the same.
 - `Switches` remembers the last switch heard: its old primary is refused as "the primary" for
   a while, whatever a sentinel that has not heard of the failover yet still says, and among
   the sentinels' answers the highest config epoch wins.
-- `PrimaryConnection` checks `ROLE` on connect: a connection is never made to a replica.
+- `PrimaryConnection` checks `ROLE` on connect: a connection is never made to a replica, nor
+  kept to a primary that a switch heard meanwhile left.
 """
 
 from __future__ import annotations
@@ -180,7 +183,7 @@ class PrimarySSLConnection(PrimaryConnection, SSLConnection):
 
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
-    """Sentinel's pool that queues for a connection as the one-server pool does (redis.py),
+    """Sentinel's pool that queues for a connection as the one-server pool does (_pool.py),
     and tells `on_move` when a connect finds the primary elsewhere than the last one did (a
     switch not heard yet: the subscription may still be on the old primary)."""
 
