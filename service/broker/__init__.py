@@ -29,12 +29,11 @@ __all__ = [
 
 
 def create_broker(settings: Settings, events: BrokerEvents) -> Broker:
-    if settings.topology in ("sentinel", "cluster"):
+    if settings.topology == "cluster":
         from ..settings import SettingsError
 
-        variable = "REDIS_SENTINELS" if settings.redis_sentinels else "REDIS_CLUSTER_NODES"
-        raise SettingsError(variable, "this build does not support it yet")
-    if settings.redis_url:
+        raise SettingsError("REDIS_CLUSTER_NODES", "this build does not support it yet")
+    if settings.topology in ("redis", "sentinel"):  # Sentinel: the same broker, its pool found
         from .redis import RedisBroker
 
         return RedisBroker(settings, events)

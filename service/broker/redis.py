@@ -19,16 +19,17 @@ from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
 from . import _batch_read
 from ._errors import CONNECTION_ERRORS, SubscriptionStalled, explain, never_sent
+from ._pool import make_pool
 from .base import (
     Broker,
     BrokerEvents,
@@ -42,6 +43,7 @@ from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
 from .keys import PLAIN
 from .plain import PlainStore
 from .refusal import describe_refusal
+from .replicas import Replicas
 from .script import PERMISSIONS_SCRIPT, PUBLISH_SCRIPT, Published, store_and_publish
 
 log = logging.getLogger("service.broker")
@@ -62,28 +64,15 @@ CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
 class RedisBroker(Broker):
     def __init__(self, settings: Settings, events: BrokerEvents) -> None:
         super().__init__(events)
-        assert settings.redis_url is not None
         self._history_max = settings.history_max
         self._history_ttl = settings.history_ttl
         self._key_ttl = settings.idempotency_ttl
         self._keys = PLAIN
         self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.05)
         self._command_backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
-        # A bounded pool that queues: a burst of requests waits up to REDIS_POOL_TIMEOUT for a
-        # connection instead of failing at once (redis-py's default pool refuses the 101st).
-        # No retries inside redis-py: a command resent after its answer was lost may run
-        # twice, so `_call` decides per command whether a resend is safe.
-        self._pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_size,
-            timeout=settings.redis_pool_timeout,
-            retry=Retry(NoBackoff(), retries=0),
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-            health_check_interval=10,
-            protocol=2,
-            **settings.redis_options,  # TLS files: this pool serves every command and pub/sub
-        )
+        # One server's pool, or (REDIS_SENTINELS) the primary's, followed by `_sentinel`.
+        self._pool, self._sentinel = make_pool(settings)
+        self._replicas = Replicas.of(settings)  # PUBLISH_REPLICAS: WAIT after the script
         self._client_cert = settings.redis_tls_cert_file is not None
         self._client: aioredis.Redis = aioredis.Redis(connection_pool=self._pool)
         self._script = self._client.register_script(PUBLISH_SCRIPT)
@@ -104,6 +93,11 @@ class RedisBroker(Broker):
             asyncio.create_task(self._run(), name="roomlogs-redis-reader"),
             asyncio.create_task(self._plain.run(), name="roomlogs-plain-writer"),
         ]
+        if self._sentinel is not None:
+            # Follows failovers: closing the old primary's connections (the subscription's
+            # too) makes the reader resubscribe on the new one and catch up.
+            watch = self._sentinel.watch()
+            self._tasks.append(asyncio.create_task(watch, name="roomlogs-sentinel-watch"))
 
     async def close(self) -> None:
         if self._tasks and not self._tasks[1].done():
@@ -119,6 +113,8 @@ class RedisBroker(Broker):
                 await task
         await self._client.aclose()
         await self._pool.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     # -- the reader ---------------------------------------------------------------------
 
@@ -323,9 +319,10 @@ class RedisBroker(Broker):
         nonce: str | None = None,
     ) -> Published:
         secret = self._secret()
-        return await self._call(
-            lambda: store_and_publish(
-                self._script,
+
+        async def run(script: AsyncScript) -> Published:
+            return await store_and_publish(
+                script,
                 room,
                 logs,
                 self._history_max,
@@ -336,6 +333,14 @@ class RedisBroker(Broker):
                 key_ttl=self._key_ttl,
                 seen=seen,
                 nonce=nonce,
+            )
+
+        history = self._keys.history(room)
+        return await self._call(
+            lambda: (
+                self._replicas.store(self._client, run, history)
+                if self._replicas
+                else run(self._script)
             ),
             resend_safe=resend_safe,
             room=room,
