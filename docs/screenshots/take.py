@@ -130,7 +130,7 @@ async def shoot(base: str) -> None:
                 width=1280,
                 height=720,
                 scheme="light",
-                search="asset",
+                search="scene",
             )
             await shot(browser, url, "viewer-390.png", width=390, height=844, scheme="dark")
             bad = f"{base}/?" + urlencode(
