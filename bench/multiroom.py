@@ -14,11 +14,12 @@ Two cases, each measured on two sides that get the same deliveries per second:
 Each side gets a fresh gateway (`python -m service serve` on core 0, as `bench.compare` starts
 roomlogs; the load generator and the private redis-server on core 1), a warm-up (a one-room and
 a multi-room stream read by `service.sse` as the byte scan counts them, each multi-room log with
-its `roomId` first), its streams, 2 s of idle CPU, then `--rounds` phases of `--seconds` at the
-case's fixed rate, logs round-robin over the rooms through the service's publish script
-(`ScriptFeed`). A phase is one `stepping.Rig.step` with latency read on every stream. Every
-stream must get exactly the logs of its rooms, and none be closed, else that case fails as a
-setup error (exit 1).
+its `roomId` first) and its streams, on rooms of its own. Both gateways of a case stay up, and
+their `--rounds` phases alternate (multi, one, one, multi, ...), so that other load on the
+machine weighs on both sides alike. A phase is one `stepping.Rig.step` of `--seconds` at the
+case's fixed rate, logs round-robin over the side's rooms through the service's publish script
+(`ScriptFeed`), latency read on every stream. Every stream must get exactly the logs of its
+rooms, and none be closed, else that case fails as a setup error (exit 1).
 
 The gateway's CPU per delivery is utime+stime from /proc over the phases ÷ deliveries; the
 ratio multi-room / one-room of each case is the figure (issue 13's goal: at most 1.3x). Markdown
@@ -178,11 +179,12 @@ def plan(args: argparse.Namespace) -> list[Pair]:
 # -- the checks -------------------------------------------------------------------------------
 
 
-def count_problem(got_owed: Sequence[tuple[int, int]], dead: int) -> str | None:
-    """What is wrong with a phase's deliveries (per stream: logs received, logs owed), or
-    None when every stream got exactly what it was owed and none was closed."""
-    if dead:
-        return f"{dead} streams were closed"
+def count_problem(got_owed: Sequence[tuple[int, int]], closed: Sequence[str | None]) -> str | None:
+    """What is wrong with a phase's deliveries (per stream: logs received, logs owed; the
+    errors of the streams that were closed), or None when every stream got exactly what it
+    was owed and none was closed."""
+    if closed:
+        return f"{len(closed)} streams were closed ({closed[0]})"
     short = [(g, o) for g, o in got_owed if g < o]
     extra = [(g, o) for g, o in got_owed if g > o]
     if short:
@@ -292,8 +294,24 @@ def ratio(multi: Measured, one: Measured) -> float:
     return multi.us_per_delivery / one.us_per_delivery
 
 
+@dataclass
+class Live:
+    """A side while its gateway runs: the gateway, its streams, its feed and rig."""
+
+    side: Side
+    out: Measured = field(init=False)
+    gateway: Roomlogs | None = None
+    pool: Pool | None = None
+    feed: ScriptFeed | None = None
+    rig: Rig | None = None
+    current: bool = False  # being started or measured (what a SetupError is about)
+
+    def __post_init__(self) -> None:
+        self.out = Measured.of(self.side)
+
+
 class Bench:
-    """One private Redis; a fresh gateway per side."""
+    """One private Redis; per case, a fresh gateway for each side, both up."""
 
     def __init__(self, args: argparse.Namespace, redis: PrivateRedis, quiet: QuietCores) -> None:
         self.args = args
@@ -313,65 +331,101 @@ class Bench:
         return Pool(gateway.port, rooms, lambda r: rooms_request(gateway.port, r, self.token),
                     gateway.framing, recorder, groups=groups)  # fmt: skip
 
-    async def side(self, side: Side) -> Measured:
-        args = self.args
-        out = Measured.of(side)
+    async def case(self, pair: Pair) -> tuple[Measured, Measured]:
+        """Both sides' gateways up at once, their phases interleaved (multi, one, one, multi,
+        ...), so that whatever else loads the machine weighs on both alike."""
+        sides = [Live(pair.multi), Live(pair.one)]
+        try:
+            for live in sides:
+                await self.start(live)
+            for live in sides:
+                live.out.idle_server_core = await self.idle(live)
+            for round_ in range(self.args.rounds):
+                for live in sides if round_ % 2 == 0 else sides[::-1]:
+                    await self.quiet.wait(say)
+                    say(f"  {live.side.kind}, phase {round_ + 1}:")
+                    live.out.steps.append(await self.phase(live))
+            if self.args.profile:
+                sides[0].out.profile = await self.profiled(sides[0])
+        except SetupError as exc:
+            failed = next((x for x in sides if x.current), sides[0])
+            failed.out.error = str(exc)
+            proc = failed.gateway.proc if failed.gateway else None
+            if proc is not None and proc.poll() is not None:
+                failed.out.error += f" (the gateway had exited: {proc.returncode})"
+            say(f"  case {pair.name} {failed.side.kind} failed: {failed.out.error}")
+        finally:
+            for live in sides:
+                await self.stop(live)
+            await flush_redis(self.redis.url)
+        return sides[0].out, sides[1].out
+
+    async def start(self, live: Live) -> None:
+        """The side's gateway, warmed up, and its streams open."""
+        args, side = self.args, live.side
+        live.current = True
         cpus = None if args.server_cpu is None else str(args.server_cpu)
-        gateway = Roomlogs(self.redis.url, args.workdir, cpus, side.streams + 10,
-                           source=args.source)  # fmt: skip
+        gateway = live.gateway = Roomlogs(self.redis.url, args.workdir, cpus, side.streams + 10,
+                                          source=args.source)  # fmt: skip
         rooms = [f"mr-{self.tag}-{side.case}-{side.kind[0]}-{i}" for i in range(side.rooms)]
         say(f"\n== case {side.case}, {side.kind}: {side.streams:,} streams, "
             f"{side.rate_logs:,.0f} logs/s ({side.deliveries_per_s:,.0f} deliveries/s); "
             f"log {gateway.log_path}")  # fmt: skip
         await self.quiet.wait(say)
         recorder = Recorder()
-        pool = self.pool(gateway, rooms, recorder, side.groups)
-        feed = ScriptFeed(self.redis.url, rooms)
-        try:
-            gateway.start()
-            await gateway.wait_ready()
-            await self.warm_up(gateway, side)
-            t0 = time.monotonic()
-            await pool.open(side.per_room, concurrency=CONNECT_CONCURRENCY, sampled=0)
-            out.connect_s = time.monotonic() - t0
-            meter = UsageMeter(gateway.cpu_seconds, self.redis.pid)
-            meter.start()
-            await asyncio.sleep(IDLE_S)
-            out.idle_server_core = meter.stop().server
-            rig = Rig(pool, recorder, feed, LogFactory(args.payload_bytes), meter, self.rules,
-                      self.cores)  # fmt: skip
-            for _ in range(args.rounds):
-                await self.quiet.wait(say)
-                step = await self.phase(rig, pool, side)
-                out.steps.append(step)
-            if args.profile and side.kind == MULTI:
-                out.profile = await self.profiled(rig, pool, side, gateway)
-        except SetupError as exc:
-            out.error = str(exc)
-            say(f"  case {side.case} {side.kind} failed: {exc}")
-        finally:
-            await feed.close()
-            await pool.close()
-            if left := gateway.stop():
-                say(f"  gateway processes outlived their stop and were killed: {left}")
-            await flush_redis(self.redis.url)
-        return out
+        pool = live.pool = self.pool(gateway, rooms, recorder, side.groups)
+        live.feed = ScriptFeed(self.redis.url, rooms)
+        gateway.start()
+        await gateway.wait_ready()
+        await self.warm_up(gateway, side)
+        t0 = time.monotonic()
+        await pool.open(side.per_room, concurrency=CONNECT_CONCURRENCY, sampled=0)
+        live.out.connect_s = time.monotonic() - t0
+        say(f"  {len(pool):,} streams open in {live.out.connect_s:.1f} s")
+        meter = UsageMeter(gateway.cpu_seconds, self.redis.pid)
+        live.rig = Rig(pool, recorder, live.feed, LogFactory(args.payload_bytes), meter,
+                       self.rules, self.cores)  # fmt: skip
+        live.current = False
 
-    async def phase(self, rig: Rig, pool: Pool, side: Side) -> Step:
-        step = await rig.step(side.rate_logs, self.args.seconds, latency_all=True)
+    async def idle(self, live: Live) -> float:
+        """The gateway's CPU with its streams open and no logs (both gateways up)."""
+        assert live.rig is not None
+        meter = live.rig.meter
+        meter.start()
+        await asyncio.sleep(IDLE_S)
+        return meter.stop().server
+
+    async def stop(self, live: Live) -> None:
+        if live.feed is not None:
+            await live.feed.close()
+        if live.pool is not None:
+            await live.pool.close()
+        if live.gateway is not None and (left := live.gateway.stop()):
+            say(f"  gateway processes outlived their stop and were killed: {left}")
+
+    async def phase(self, live: Live) -> Step:
+        """One `Rig.step` at the side's rate; every stream must have exactly its logs."""
+        assert live.rig is not None
+        assert live.pool is not None
+        live.current = True
+        side, pool = live.side, live.pool
+        step = await live.rig.step(side.rate_logs, self.args.seconds, latency_all=True)
         await asyncio.sleep(0.2)  # a duplicate would arrive about now
         need = pool.owed_to_groups(owed(step.sent, side.rooms))
         problem = count_problem([(s.received - s.base, need[s.room]) for s in pool.streams],
-                                len(pool.dead()))  # fmt: skip
+                                [s.error for s in pool.dead()])  # fmt: skip
         say(step.line() + f" logs/read {1 / max(step.reads_per_delivery, 1e-9):.1f}")
         if problem is not None:
             raise SetupError(f"not every stream got every log: {problem}")
+        live.current = False
         return step
 
-    async def profiled(self, rig: Rig, pool: Pool, side: Side, gateway: Roomlogs) -> str:
+    async def profiled(self, live: Live) -> str:
         """One more phase with py-spy sampling the gateway; the hot functions."""
         spy = _py_spy()
+        side, gateway = live.side, live.gateway
         assert spy is not None, "checked in main()"
+        assert gateway is not None
         assert gateway.proc is not None
         path = self.args.out.with_name(f"{self.args.out.stem}-profile-{side.case}.txt")
         seconds = max(2, int(self.args.seconds))
@@ -385,8 +439,8 @@ class Bench:
             *argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         await asyncio.sleep(0.5)
-        say("  profiling (py-spy), not counted:")
-        await self.phase(rig, pool, side)
+        say(f"  {side.kind}, profiled by py-spy (not counted):")
+        await self.phase(live)
         async with asyncio.timeout(seconds + 60):
             _, err = await proc.communicate()
         if not path.exists():
@@ -569,9 +623,7 @@ async def amain(args: argparse.Namespace) -> int:
             redis.start()
             bench = Bench(args, redis, quiet)
             for pair in pairs:
-                multi = await bench.side(pair.multi)
-                one = await bench.side(pair.one)
-                measured.append((multi, one))
+                measured.append(await bench.case(pair))
                 write()  # what is done so far survives a crash
         except SetupError as exc:
             say(f"setup failed: {exc}")
@@ -594,7 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile and _py_spy() is None:
         say("py-spy not found: .venv/bin/pip install py-spy")
         return 1
-    needed = 2 * max(args.b_streams, args.b_rooms * args.b_per_room, args.a_rooms) + 1024
+    # Each process (this one, the gateway) holds one descriptor per stream, plus its own.
+    needed = max(args.b_streams, args.b_rooms * args.b_per_room, args.a_rooms) + 2048
     if raise_nofile(needed) < needed:
         say(f"setup failed: an open file limit of {needed} is needed (ulimit -n)")
         return 1

@@ -87,12 +87,14 @@ def test_cases_can_be_chosen() -> None:
 
 
 def test_count_problem_wants_exactly_what_each_stream_is_owed() -> None:
-    assert count_problem([(5, 5), (10, 10)], 0) is None
+    assert count_problem([(5, 5), (10, 10)], []) is None
     assert "1 of 2 streams missed logs (one got 4 of 5)" in (
-        count_problem([(4, 5), (10, 10)], 0) or ""
+        count_problem([(4, 5), (10, 10)], []) or ""
     )
-    assert "more logs than sent" in (count_problem([(6, 5)], 0) or "")
-    assert count_problem([(5, 5)], 2) == "2 streams were closed"
+    assert "more logs than sent" in (count_problem([(6, 5)], []) or "")
+    assert count_problem([(5, 5)], ["closed by the server", None]) == (
+        "2 streams were closed (closed by the server)"
+    )
 
 
 def _log_event(room: str, seq: int, cursor: str | None = "r1.abc") -> bytes:
