@@ -24,7 +24,7 @@ rooms, and none be closed, else that case fails as a setup error (exit 1).
 The gateway's CPU per delivery is utime+stime from /proc over the phases ÷ deliveries; the
 ratio multi-room / one-room of each case is the figure (issue 13's goal: at most 1.3x). Markdown
 to stdout, progress to stderr, JSON to bench/results/multiroom-<UTC>.json. `--profile` adds one
-py-spy round per multi-room side, after the measured ones (sampling slows the gateway).
+py-spy phase per side, after the measured ones (not counted: sampling slows the gateway).
 """
 
 from __future__ import annotations
@@ -243,7 +243,8 @@ class Measured:
     connect_s: float = math.nan
     idle_server_core: float = math.nan
     steps: list[Step] = field(default_factory=list)
-    profile: str = ""  # the py-spy summary (--profile, multi-room sides)
+    profile: str = ""  # the py-spy summary (--profile)
+    profile_step: Step | None = None  # the phase py-spy sampled (not in `steps`)
     error: str | None = None
 
     @classmethod
@@ -346,7 +347,8 @@ class Bench:
                     say(f"  {live.side.kind}, phase {round_ + 1}:")
                     live.out.steps.append(await self.phase(live))
             if self.args.profile:
-                sides[0].out.profile = await self.profiled(sides[0])
+                for live in sides:
+                    await self.profiled(live)
         except SetupError as exc:
             failed = next((x for x in sides if x.current), sides[0])
             failed.out.error = str(exc)
@@ -420,19 +422,22 @@ class Bench:
         live.current = False
         return step
 
-    async def profiled(self, live: Live) -> str:
-        """One more phase with py-spy sampling the gateway; the hot functions."""
+    async def profiled(self, live: Live) -> None:
+        """One more phase with py-spy sampling the gateway; its hot functions."""
         spy = _py_spy()
         side, gateway = live.side, live.gateway
         assert spy is not None, "checked in main()"
         assert gateway is not None
         assert gateway.proc is not None
-        path = self.args.out.with_name(f"{self.args.out.stem}-profile-{side.case}.txt")
+        name = f"{self.args.out.stem}-profile-{side.case}-{side.kind}.txt"
+        path = self.args.out.with_name(name)
         seconds = max(2, int(self.args.seconds))
         argv = [
             spy, "record", "--pid", str(gateway.proc.pid), "--rate", "250",
             "--duration", str(seconds), "--format", "raw", "--output", str(path),
         ]  # fmt: skip
+        if self.args.native:
+            argv.append("--native")
         if self.args.client_cpu is not None:
             argv = ["taskset", "-c", str(self.args.client_cpu), *argv]
         proc = await asyncio.create_subprocess_exec(
@@ -440,13 +445,14 @@ class Bench:
         )
         await asyncio.sleep(0.5)
         say(f"  {side.kind}, profiled by py-spy (not counted):")
-        await self.phase(live)
+        live.out.profile_step = await self.phase(live)
         async with asyncio.timeout(seconds + 60):
             _, err = await proc.communicate()
         if not path.exists():
-            return f"py-spy failed: {err.decode(errors='replace')[-500:]}"
+            live.out.profile = f"py-spy failed: {err.decode(errors='replace')[-500:]}"
+            return
         say(f"  collapsed stacks: {shown(path)}")
-        return summarise(path, 20)
+        live.out.profile = summarise(path, 20)
 
     async def warm_up(self, gateway: Roomlogs, side: Side) -> None:
         """Both stream kinds run, and their bytes read as the scan counts them."""
@@ -536,7 +542,13 @@ def markdown(pairs: Sequence[Pair], measured: Sequence[tuple[Measured, Measured]
     for sides in measured:
         for m in sides:
             if m.profile:
-                lines += ["", f"#### py-spy, case {m.case} {m.kind} (gateway)", "", m.profile]
+                at = m.profile_step
+                cost = (
+                    f", {at.server_cpu_us_per_delivery:.1f} µs / delivery while sampled"
+                    if at
+                    else ""
+                )
+                lines += ["", f"#### py-spy, case {m.case} {m.kind} (gateway{cost})", "", m.profile]
     return "\n".join(lines)
 
 
@@ -571,7 +583,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=13, help="case B's random room sets")
     p.add_argument("--payload-bytes", type=int, default=256, help="size of one log's JSON")
     p.add_argument("--max-p99-ms", type=float, default=500, help="a phase's p99 at most (noted)")
-    p.add_argument("--profile", action="store_true", help="one py-spy phase per multi-room side")
+    p.add_argument("--profile", action="store_true", help="one more phase per side, under py-spy")
+    p.add_argument("--native", action="store_true", help="--profile with C frames (py-spy)")
     p.add_argument("--server-cpu", type=int, default=0, help="core for the gateway")
     p.add_argument("--client-cpu", type=int, default=1, help="core for load generator + redis")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -583,6 +596,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.seconds = args.seconds or (3.0 if args.quick else 6.0)
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.b_per_room = args.b_per_room or (10 if args.quick else 100)
+    args.profile = args.profile or args.native
     if min(args.a_rooms, args.b_rooms, args.b_streams, args.b_size, args.b_per_room) < 1:
         p.error("room and stream counts must be positive")
     if args.a_rate <= 0 or args.b_rate <= 0 or args.seconds <= 0:
@@ -643,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         say(f"setup failed: {problem}")
         return 1
-    if args.profile and _py_spy() is None:
+    if (args.profile or args.native) and _py_spy() is None:
         say("py-spy not found: .venv/bin/pip install py-spy")
         return 1
     # Each process (this one, the gateway) holds one descriptor per stream, plus its own.
