@@ -524,9 +524,10 @@ def markdown(pairs: Sequence[Pair], measured: Sequence[tuple[Measured, Measured]
     for pair, (multi, one) in zip(pairs, measured, strict=True):
         r = ratio(multi, one)
         verdict = "n/a" if math.isnan(r) else ("met" if r <= GOAL else "**not met**")
+        times = "" if math.isnan(r) else "x"
         lines.append(
             f"| {pair.name} | {pair.title} | {fmt(multi.us_per_delivery, '.1f')} | "
-            f"{fmt(one.us_per_delivery, '.1f')} | {fmt(r, '.2f')}x | {verdict} |"
+            f"{fmt(one.us_per_delivery, '.1f')} | {fmt(r, '.2f')}{times} | {verdict} |"
         )
     notes = [p.note for p in pairs if p.note]
     noisy = [f"{m.case} {m.kind} {m.other_load:.0%}" for s in measured for m in s

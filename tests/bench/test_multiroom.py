@@ -181,3 +181,7 @@ def test_the_report_has_both_sides_the_ratio_and_the_verdict() -> None:
     assert "- a note" in text
     met = markdown([pair], [(_measured(MULTI, [11.0]), _measured(ONE, [10.0]))], args)
     assert "| 1.10x | met |" in met
+    failed = _measured(MULTI, [11.0], error="not every stream got every log")
+    text = markdown([pair], [(failed, _measured(ONE, [10.0]))], args)
+    assert "| n/a | n/a |" in text
+    assert "error: not every stream got every log" in text
