@@ -172,7 +172,9 @@ def plan(args: argparse.Namespace) -> list[Pair]:
         rate = multi.deliveries_per_s / args.b_per_room
         one = Side("B", ONE, rooms, rate, per_room=args.b_per_room)
         title = f"{streams:,} streams on {size} of {rooms} rooms vs {one.streams:,} one-room"
-        pairs.append(Pair("B", title, multi, one, one_room_note(args.b_per_room, multi)))
+        counts = coverage(groups, rooms)
+        spread = f" The multi-room side has {min(counts)} to {max(counts)} streams on a room."
+        pairs.append(Pair("B", title, multi, one, one_room_note(args.b_per_room, multi) + spread))
     return pairs
 
 

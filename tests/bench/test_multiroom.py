@@ -67,6 +67,8 @@ def test_the_full_plan_matches_deliveries_on_both_sides() -> None:
     assert (b.one.streams, b.one.rate_logs) == (10_000, b.multi.rate_logs)
     assert b.one.deliveries_per_s == b.multi.deliveries_per_s == 20_000
     assert "same deliveries per log" in b.note
+    counts = coverage(b.multi.groups or (), 100)
+    assert f"{min(counts)} to {max(counts)} streams on a room" in b.note
 
 
 def test_quick_scales_the_one_room_rate_and_says_why() -> None:
