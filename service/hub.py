@@ -150,10 +150,10 @@ class Hub:
         count = len(msgs)
         slow: list[Subscriber] | None = None
         for sub in subs:
+            if sub.cursor is not None:
+                continue  # a stream of several rooms: fed by `_feed_mixed`
             if sub.write_shared(frame, framed, count):
                 continue  # the common case: an idle, unfiltered, live stream
-            if sub.cursor is not None:
-                continue  # fed by `_feed_mixed`
             for msg in msgs:
                 if not sub.offer(msg):
                     if slow is None:

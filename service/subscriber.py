@@ -117,7 +117,8 @@ class Subscriber:
         return True
 
     def write_shared(self, frame: bytes, chunk: bytes, count: int) -> bool:
-        """Write the frames every idle, unfiltered stream of the room gets alike; False means
+        """Write the frames every idle, unfiltered one-room stream of the room gets alike (the
+        hub never offers them to a stream of several rooms, whose frames are its own); False means
         this one needs its queue (filters, replay merge, a heartbeat, a paused transport)."""
         conn = self.live
         if (
@@ -127,7 +128,6 @@ class Subscriber:
             or self._control is not None
             or self.after is not None
             or self.filter is not None
-            or self.cursor is not None
         ):
             return False
         transport = conn.transport
