@@ -29,6 +29,10 @@ __all__ = [
 
 
 def create_broker(settings: Settings, events: BrokerEvents) -> Broker:
+    if settings.topology == "cluster":
+        from .cluster import ClusterBroker
+
+        return ClusterBroker(settings, events)
     if settings.topology in ("sentinel", "cluster"):
         from ..settings import SettingsError
 

@@ -180,7 +180,10 @@ class PlainStore:
         keys = self._keys
         async with self._client.pipeline(transaction=False) as pipe:
             for room, digest, copies, data in batch:
-                pipe.evalsha(
+                # `execute_command`, not `evalsha`: redis-py's cluster pipeline refuses the
+                # method (a script may name keys on several nodes); these name one slot.
+                pipe.execute_command(
+                    "EVALSHA",
                     self._sha,
                     3,
                     keys.history(room),

@@ -1,0 +1,362 @@
+"""The Redis Cluster broker (`REDIS_CLUSTER_NODES`): a room's keys and shard channel share its
+hash slot (`keys.TAGGED`), every command goes to the primary serving that slot, and live
+delivery is sharded pub/sub, per room, on that primary.
+
+The commands are `RedisBroker`'s (the publish script, history, window, plain PUBLISH storing),
+run through redis-py's `RedisCluster`, which routes by key and follows `MOVED`. Live delivery
+is this module's: one `cluster_reader.Session` per primary, each its own task, holding the
+`SSUBSCRIBE`s of the rooms whose slots it serves, plus one classic `PSUBSCRIBE room:*:logs` on
+any node for plain `PUBLISH` publishers (a Cluster broadcasts classic pub/sub to every node).
+Which rooms are wanted (linger, batches, confirmation waits) is `interest.Interest`'s.
+
+A control task owns the topology: when a session ends (a lost connection, `MOVED`, a pushed
+`sunsubscribe`, a silent node) or a room's subscription is pushed away, it re-reads the slot map
+(`CLUSTER SLOTS`, through redis-py's nodes manager), with a backoff, starts sessions on the
+current primaries, places the rooms again and, once each is confirmed, catches it up from
+history after the last id its streams received. Readiness is LIVE only while every primary's
+session and the classic one are subscribed. docs/cluster.md says what redis-py does not do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, Final, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import ClusterError, RedisClusterException
+
+from ..settings import Settings
+from ._errors import CONNECTION_ERRORS, explain
+from .base import BrokerEvents, BrokerState, BrokerUnavailable
+from .cluster_reader import Kind, Session
+from .interest import Interest
+from .keys import TAGGED
+from .redis import CLOSE_DRAIN, RedisBroker
+from .script import SHARDED_PERMISSIONS_SCRIPT, SHARDED_PLAIN_SCRIPT, SHARDED_PUBLISH_SCRIPT
+
+log = logging.getLogger("service.broker")
+
+T = TypeVar("T")
+
+Addr = tuple[str, int]
+LISTEN_TIMEOUT: Final = 5.0  # seconds a stream waits for its rooms' SSUBSCRIBE confirmation
+MARKER: Final = "roomlogs:node:{{{}}}"  # a shard channel in one of a primary's slots
+
+
+class ClusterBroker(RedisBroker):
+    """Also the `cluster_reader.SessionOwner` of its sessions."""
+
+    keyspace = TAGGED
+    publish_script = SHARDED_PUBLISH_SCRIPT
+    plain_script = SHARDED_PLAIN_SCRIPT
+    permissions_script = SHARDED_PERMISSIONS_SCRIPT
+    # A plain log's store is retried through a failover too: its claim makes a resend harmless.
+    transient_errors = (*CONNECTION_ERRORS, ClusterError, RedisClusterException)
+
+    def __init__(self, settings: Settings, events: BrokerEvents) -> None:
+        self._settings = settings
+        super().__init__(settings, events)
+        self._backoff = ExponentialWithJitterBackoff(cap=2.0, base=0.05)
+        self._wake = asyncio.Event()
+        self._interest = Interest(settings.unsubscribe_linger, self._wake.set)
+        self._owners: dict[int, Addr] = {}  # slot -> its primary, as last read
+        self._sessions: dict[Addr, Session] = {}  # one per primary
+        self._classic: Session | None = None
+        self._placed: dict[str, Session] = {}  # room -> the session holding its SSUBSCRIBE
+        self._lost_ms: dict[str, int] = {}  # room -> when its subscription was lost
+        self._stale = True  # the slot map must be read again before rooms are placed
+        self._failures = 0
+        self._closing: set[asyncio.Task[None]] = set()  # sessions of demoted nodes, ending
+
+    def _make_client(self, settings: Settings) -> aioredis.Redis:
+        nodes = [ClusterNode(host, port) for host, port in settings.redis_cluster_nodes]
+        # No retries inside redis-py on connection errors (`_call` decides what is safe to
+        # send again); MOVED/ASK redirects are still followed, they ran nothing.
+        self._cluster = RedisCluster(
+            startup_nodes=nodes,
+            require_full_coverage=False,
+            retry=Retry(NoBackoff(), retries=0),
+            max_connections=settings.redis_pool_size,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            health_check_interval=10,
+            protocol=2,
+            **self._connection_options(),
+        )
+        # The commands RedisBroker runs (scripts, XRANGE, XINFO, EXISTS, a pipeline) exist on
+        # both clients with one signature; this is the one place that leans on it.
+        return cast(aioredis.Redis, self._cluster)
+
+    def _connection_options(self) -> dict[str, Any]:
+        """User, password and TLS: REDIS_URL carries only those in a Cluster (settings.py)."""
+        options: dict[str, Any] = dict(self._settings.redis_options)
+        url = self._settings.redis_url
+        if url:
+            parts = urlsplit(url)
+            if parts.username:
+                options["username"] = unquote(parts.username)
+            if parts.password:
+                options["password"] = unquote(parts.password)
+            if parts.scheme == "rediss":
+                options["ssl"] = True
+        return options
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._control(), name="roomlogs-cluster-control"),
+            asyncio.create_task(self._plain.run(), name="roomlogs-plain-writer"),
+        ]
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._tasks and not self._tasks[1].done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_DRAIN):
+                    await self._plain.drained()
+        self._set_state(BrokerState.CLOSED, "closed")
+        self._interest.clear()
+        for task in self._tasks:
+            task.cancel()
+        sessions = [*self._sessions.values(), *([self._classic] if self._classic else [])]
+        for session in sessions:
+            await session.close()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._cluster.aclose()
+
+    # -- the hub's room events -----------------------------------------------------------
+
+    def subscribe(self, rooms: Collection[str]) -> None:
+        super().subscribe(rooms)
+        self._interest.open(rooms)
+
+    def unsubscribe(self, rooms: Collection[str]) -> None:
+        super().unsubscribe(rooms)
+        self._interest.close(rooms)
+
+    async def listening(self, rooms: Collection[str]) -> None:
+        try:
+            async with asyncio.timeout(LISTEN_TIMEOUT):
+                await self._interest.until_subscribed(rooms)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"the cluster did not confirm a room's SSUBSCRIBE within {LISTEN_TIMEOUT:.0f}s"
+            ) from None
+
+    # -- the control task ----------------------------------------------------------------
+
+    async def _control(self) -> None:
+        while self.state is not BrokerState.CLOSED:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if self._failures:
+                    await asyncio.sleep(self._backoff.compute(self._failures))
+                if self._stale:
+                    await self._read_secret()
+                    await self._refresh()
+                self._place()
+                self._update_state()
+            except Exception as exc:  # the control task must outlive anything Redis does
+                self._failures += 1
+                self._stale = True
+                self._went_down(f"redis cluster unreachable: {self._explain(exc)}")
+                log.warning("redis cluster topology not read (%s)", self._explain(exc))
+                self._wake.set()
+
+    async def _refresh(self) -> None:
+        """Read the slot map again; start a session on every primary that has none, end the
+        sessions of nodes that serve no slot any more (a demoted primary)."""
+        manager = self._cluster.nodes_manager
+        await manager.initialize()
+        owners: dict[int, Addr] = {
+            slot: (nodes[0].host, int(nodes[0].port))
+            for slot, nodes in manager.slots_cache.items()
+            if nodes
+        }
+        if not owners:
+            raise BrokerUnavailable("the cluster reports no slots")
+        self._owners = owners
+        self._stale = False
+        primaries = set(owners.values())
+        for addr, session in list(self._sessions.items()):
+            if addr not in primaries:
+                log.info("redis cluster node %s serves no slots now", session.name)
+                self._forget(session, "serves no slots")
+                closing = asyncio.create_task(session.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        for addr in primaries - self._sessions.keys():
+            self._sessions[addr] = self._session(addr, "shard", self._marker(addr))
+        if self._classic is None:
+            addr = random.choice(sorted(primaries))  # noqa: S311 (load spreading)
+            self._classic = self._session(addr, "pattern", self._keys.pattern)
+
+    def _session(self, addr: Addr, kind: Kind, marker: str) -> Session:
+        client = aioredis.Redis(
+            host=addr[0],
+            port=addr[1],
+            retry=Retry(NoBackoff(), retries=0),  # a lost connection ends the session
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            health_check_interval=0,  # our own probe; redis-py's would read beside the reader
+            protocol=2,
+            **self._connection_options(),
+        )
+        return Session(addr, client, kind, marker, self._keys, self)
+
+    def _marker(self, addr: Addr) -> str:
+        """A shard channel in one of `addr`'s slots: its subscription confirms the session is
+        up, and Redis pushes its `sunsubscribe` when the node stops serving that slot."""
+        for i in itertools.count():
+            name = MARKER.format(i)
+            if self._owners.get(key_slot(name.encode())) == addr:
+                return name
+            if i > 100_000:  # pragma: no cover - a primary with no slot is not in `owners`
+                raise BrokerUnavailable(f"no slot of {addr} found")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _place(self) -> None:
+        """Send what the interest says: SUNSUBSCRIBE where rooms are held, SSUBSCRIBE on the
+        primary that serves each room's slot now."""
+        changes = self._interest.take()
+        ended = []
+        for room in changes.unsubscribe:
+            session = self._placed.pop(room, None)
+            if session is not None and self._sessions.get(session.addr) is session:
+                session.remove([room])
+            else:
+                ended.append(room)  # its session is gone, and the subscription with it
+        if ended:
+            self._interest.unsubscribed(ended)
+        placing: dict[Addr, list[str]] = {}
+        unplaced: list[str] = []
+        for room in changes.subscribe:
+            addr = self._owners.get(key_slot(self._keys.channel(room).encode()))
+            if addr is None or addr not in self._sessions:
+                unplaced.append(room)
+                continue
+            self._placed[room] = self._sessions[addr]
+            placing.setdefault(addr, []).append(room)
+        for addr, rooms in placing.items():
+            self._sessions[addr].add(rooms, changes.resubscribed.intersection(rooms))
+        if unplaced:  # a slot no primary serves (mid-failover): again after a fresh read
+            self._lost(unplaced)
+            self._interest.lost(unplaced)
+            self._stale = True
+            self._failures += 1
+            self._wake.set()
+
+    def _update_state(self) -> None:
+        primaries = set(self._owners.values())
+        live = (
+            self.envelopes is not None
+            and self._classic is not None
+            and self._classic.live
+            and bool(primaries)
+            and all(addr in self._sessions and self._sessions[addr].live for addr in primaries)
+        )
+        if live and self.state is not BrokerState.LIVE:
+            recovering = self._lost_at_ms is not None
+            self._lost_at_ms = None
+            self._failures = 0
+            self._set_state(BrokerState.LIVE, "live", recovered=recovering)
+            log.info(
+                "redis cluster subscriptions live on %d primaries%s",
+                len(primaries),
+                " (recovered)" if recovering else "",
+            )
+        elif not live and self.state is BrokerState.LIVE:
+            self._went_down("redis cluster: a primary's subscription is not live")
+
+    def _lost(self, rooms: Collection[str]) -> None:
+        now = time.time_ns() // 1_000_000
+        for room in rooms:
+            self._lost_ms.setdefault(room, now)
+
+    def _forget(self, session: Session, why: str) -> None:
+        """`session` holds nothing any more: its rooms are placed again (and caught up)."""
+        if self._sessions.get(session.addr) is session:
+            del self._sessions[session.addr]
+        if session is self._classic:
+            self._classic = None
+        rooms = [room for room, held in self._placed.items() if held is session]
+        for room in rooms:
+            del self._placed[room]
+        self._lost(rooms)
+        self._interest.lost(rooms)
+        self._stale = True
+        self._went_down(f"redis cluster node {session.name}: {why}")
+        self._wake.set()
+
+    # -- SessionOwner --------------------------------------------------------------------
+
+    def on_messages(self, batch: list[tuple[bytes, bytes]]) -> None:
+        self.events.on_messages(batch)
+
+    def session_live(self, session: Session) -> None:
+        log.info("redis cluster %s subscription on %s confirmed", session.kind, session.name)
+        self._update_state()
+
+    async def room_confirmed(self, session: Session, room: str) -> None:
+        if self._placed.get(room) is not session:
+            return  # placed elsewhere since: that session confirms it
+        self._interest.subscribed((room,))
+        if room in session.catch_up:
+            session.catch_up.discard(room)
+            lost = self._lost_ms.pop(room, time.time_ns() // 1_000_000)
+            # Awaited inside the session's reader: its later messages wait, so the room's
+            # logs stay in order (a log both caught up and live is delivered once).
+            await self._catch_up_room(room, f"{max(lost - 1000, 0)}-0")
+        else:
+            self._lost_ms.pop(room, None)
+
+    def room_ended(self, session: Session, room: str, *, asked: bool) -> None:
+        if self._placed.get(room) is session:
+            del self._placed[room]
+        if not asked:  # pushed: the slot moved (a failover, a migration)
+            log.info("redis cluster moved room=%s away from %s", room, session.name)
+            self._lost((room,))
+            self._stale = True
+            self._wake.set()
+        self._interest.unsubscribed((room,))
+
+    def session_lost(self, session: Session, exc: BaseException) -> None:
+        reason = self._explain(exc)
+        log.warning(
+            "redis cluster %s subscription on %s lost (%s)", session.kind, session.name, reason
+        )
+        self._failures += 1
+        self._forget(session, reason)
+
+    def _explain(self, exc: BaseException) -> str:
+        return explain(exc, client_cert=self._client_cert)
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        resend_safe: bool,
+        writes: bool = True,
+        room: str | None = None,
+    ) -> T:
+        """RedisBroker's, and redis-py's cluster errors that are no `RedisError` (no node
+        serves the slot, no node answers) as 503s: they are raised before anything is sent."""
+        try:
+            return await super()._call(call, resend_safe=resend_safe, writes=writes, room=room)
+        except RedisClusterException as exc:
+            raise BrokerUnavailable(f"redis cluster: {self._explain(exc)}") from exc

@@ -1,0 +1,160 @@
+"""The Cluster broker on a real six-node Redis Cluster (one per module): a room's keys are
+hash-tagged into one slot, publish runs the sharded script on that slot's primary, history
+reads back from it, live delivery is SSUBSCRIBE per room on each primary, and a plain PUBLISH
+on the classic channel (to any node) is stored and delivered with its id."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+
+from service.broker import BrokerState, Window
+from service.broker.cluster import ClusterBroker
+from service.broker.keys import TAGGED
+from tests.support.brokers import Running, StartBroker, logs, receive
+from tests.support.cluster import RedisClusterProcesses
+
+pytestmark = pytest.mark.process
+
+_rooms = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterProcesses]:
+    processes = RedisClusterProcesses()
+    try:
+        processes.start()
+        yield processes
+    finally:
+        processes.stop()
+
+
+@pytest.fixture
+async def direct(cluster: RedisClusterProcesses) -> AsyncIterator[RedisCluster]:
+    """A plain redis-py cluster client: what a foreign backend or an operator would use."""
+    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster.addresses])
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def start_cluster(cluster: RedisClusterProcesses, start_broker: StartBroker) -> StartBroker:
+    async def start(**kw: Any) -> Running:
+        kw.setdefault("redis_cluster_nodes", tuple(cluster.addresses))
+        return await start_broker(**kw)
+
+    return start
+
+
+def rooms_on_every_primary(cluster: RedisClusterProcesses, per_primary: int = 1) -> list[str]:
+    """Room ids whose slots fall on each primary, `per_primary` of each."""
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for line in cluster.nodes[0].cli("CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if "master" in fields[2] and "fail" not in fields[2]:
+            port = int(fields[1].split("@")[0].split(":")[1])
+            spans = [f for f in fields[8:] if "-" in f and not f.startswith("[")]
+            ranges[port] = [(int(a), int(b)) for a, b in (s.split("-") for s in spans)]
+    chosen: dict[int, list[str]] = {port: [] for port in ranges}
+    for i in itertools.count():
+        room = f"cl-{os.getpid()}-{next(_rooms)}-{i}"
+        slot = key_slot(TAGGED.channel(room).encode())
+        for port, spans in ranges.items():
+            if len(chosen[port]) < per_primary and any(a <= slot <= b for a, b in spans):
+                chosen[port].append(room)
+        if all(len(v) == per_primary for v in chosen.values()):
+            return [room for rooms in chosen.values() for room in rooms]
+    raise AssertionError("unreachable")
+
+
+async def test_publish_and_history_on_the_rooms_slot(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses, direct: RedisCluster
+) -> None:
+    run = await start_cluster()
+    assert isinstance(run.broker, ClusterBroker)
+    for room in rooms_on_every_primary(cluster):
+        data = logs(5)
+        ids = await run.broker.publish(room, data)
+        assert len(ids) == 5
+        everything = list(zip(ids, data, strict=True))
+        assert await run.broker.history(room, None, 100) == everything
+        assert await run.broker.history(room, ids[1], 2) == everything[2:4]
+        assert await run.broker.last(room, 2) == everything[-2:]
+        assert await run.broker.window(room) == Window(ids[0], ids[-1], trimmed=False)
+        # The hash-tagged names, braces literal; the v1 names stay unused.
+        assert await direct.xlen(f"room:{{{room}}}:history") == 5
+        assert await direct.exists(f"room:{room}:history") == 0
+        assert 0 < await direct.ttl(f"room:{{{room}}}:history") <= 86400
+
+
+async def test_publish_once_replays_on_the_cluster(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses, direct: RedisCluster
+) -> None:
+    run = await start_cluster()
+    room = rooms_on_every_primary(cluster)[0]
+    first = await run.broker.publish_once(room, logs(2), "key-1", "fp")
+    again = await run.broker.publish_once(room, logs(2), "key-1", "fp")
+    assert not first.replayed
+    assert again.replayed
+    assert again.ids == first.ids
+    assert await direct.exists(f"room:{{{room}}}:publish:key-1") == 1
+    assert len(await run.broker.history(room, None, 10)) == 2
+
+
+async def test_live_delivery_from_every_primary(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses
+) -> None:
+    run = await start_cluster()
+    rooms = rooms_on_every_primary(cluster, per_primary=2)
+    subs = {room: run.watch(room) for room in rooms}
+    async with asyncio.timeout(10):
+        await run.broker.listening(rooms)  # every SSUBSCRIBE confirmed
+    published = {room: await run.broker.publish(room, logs(3)) for room in rooms}
+    for room, sub in subs.items():
+        events = await receive(sub, 3)
+        assert [e.last_event_id for e in events] == published[room]
+        assert [orjson.loads(e.data)["message"] for e in events] == ["log 0", "log 1", "log 2"]
+
+
+async def test_readiness_waits_for_every_primary(start_cluster: StartBroker) -> None:
+    run = await start_cluster()
+    broker = run.broker
+    assert isinstance(broker, ClusterBroker)
+    assert broker.state is BrokerState.LIVE
+    assert len(broker._sessions) == 3
+    assert all(s.live for s in broker._sessions.values())
+    assert broker._classic is not None
+    assert broker._classic.live
+
+
+async def test_plain_publish_on_any_node_is_stored_and_delivered(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses, direct: RedisCluster
+) -> None:
+    run = await start_cluster()
+    rooms = rooms_on_every_primary(cluster)
+    subs = {room: run.watch(room) for room in rooms}
+    async with asyncio.timeout(10):
+        await run.broker.listening(rooms)
+    for node, room in zip(cluster.nodes[3:], rooms, strict=True):
+        # A foreign backend's bare PUBLISH, on the classic channel, to some node (maybe a
+        # replica): the cluster bus carries it to the one classic subscription.
+        async with aioredis.Redis(port=node.port) as plain:
+            await plain.publish(f"room:{room}:logs", orjson.dumps({"message": f"plain {room}"}))
+    for room, sub in subs.items():
+        [event] = await receive(sub, 1)
+        assert event.last_event_id is not None
+        assert orjson.loads(event.data)["message"] == f"plain {room}"
+        stored = await run.broker.history(room, None, 10)
+        assert [i for i, _ in stored] == [event.last_event_id]
+        assert await direct.xlen(f"room:{{{room}}}:history") == 1
