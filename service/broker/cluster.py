@@ -165,7 +165,7 @@ class ClusterBroker(RedisBroker):
                 if self._failures:
                     await asyncio.sleep(self._backoff.compute(self._failures))
                 if self._stale:
-                    await self._read_secret()
+                    await self._secret_again()
                     await self._refresh()
                 self._place()
                 self._update_state()
@@ -175,6 +175,18 @@ class ClusterBroker(RedisBroker):
                 self._went_down(f"redis cluster unreachable: {self._explain(exc)}")
                 log.warning("redis cluster topology not read (%s)", self._explain(exc))
                 self._wake.set()
+
+    async def _secret_again(self) -> None:
+        """The envelope secret before anything is received; re-read (as RedisBroker does on
+        every resubscribe) when known, but then not at the price of the resubscribe: its key
+        lives on one shard, and a failover elsewhere must not wait for that one."""
+        if self.envelopes is None:
+            await self._read_secret()
+            return
+        try:
+            await self._read_secret()
+        except Exception as exc:  # known already: the next refresh tries again
+            log.info("envelope secret not re-read (%s)", self._explain(exc))
 
     async def _refresh(self) -> None:
         """Read the slot map again; start a session on every primary that has none, end the

@@ -158,3 +158,69 @@ async def test_plain_publish_on_any_node_is_stored_and_delivered(
         stored = await run.broker.history(room, None, 10)
         assert [i for i, _ in stored] == [event.last_event_id]
         assert await direct.xlen(f"room:{{{room}}}:history") == 1
+
+
+def _node_ids(cluster: RedisClusterProcesses) -> dict[int, str]:
+    ids = {}
+    for line in cluster.nodes[0].cli("CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        ids[int(fields[1].split("@")[0].split(":")[1])] = fields[0]
+    return ids
+
+
+def _owner_port(cluster: RedisClusterProcesses, slot: int) -> int:
+    for node in cluster.primaries():
+        if _serves(node.port, slot, cluster):
+            return node.port
+    raise LookupError(slot)
+
+
+def _serves(port: int, slot: int, cluster: RedisClusterProcesses) -> bool:
+    for line in cluster.node(port).cli("CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if "myself" in fields[2]:
+            for span in fields[8:]:
+                a, _, b = span.partition("-")
+                if span[0] != "[" and int(a) <= slot <= int(b or a):
+                    return True
+    return False
+
+
+def migrate_slot(cluster: RedisClusterProcesses, slot: int, source: int, target: int) -> None:
+    """Move `slot` with its keys from the primary on port `source` to the one on `target`, the
+    way `redis-cli --cluster reshard` does: IMPORTING, MIGRATING, MIGRATE, SETSLOT NODE."""
+    ids = _node_ids(cluster)
+    src, dst = cluster.node(source), cluster.node(target)
+    dst.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source])
+    src.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target])
+    while keys := src.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+        src.cli("MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *keys)
+    for node in (dst, src, *cluster.primaries()):
+        node.cli("CLUSTER", "SETSLOT", str(slot), "NODE", ids[target])
+
+
+async def test_a_migrated_slot_is_followed_with_nothing_lost(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses
+) -> None:
+    """Redis pushes `sunsubscribe` when the room's slot leaves its primary: the broker reads
+    the slot map again, SSUBSCRIBEs on the new owner and catches the room up from history."""
+    run = await start_cluster()
+    room = rooms_on_every_primary(cluster)[0]
+    slot = key_slot(TAGGED.channel(room).encode())
+    source = _owner_port(cluster, slot)
+    target = next(n.port for n in cluster.primaries() if n.port != source)
+    sub = run.watch(room)
+    async with asyncio.timeout(10):
+        await run.broker.listening([room])
+    before = await run.broker.publish(room, logs(3))
+    assert [e.last_event_id for e in await receive(sub, 3)] == before
+    await asyncio.to_thread(migrate_slot, cluster, slot, source, target)
+    after = await run.broker.publish(room, logs(3, 3))  # redis-py follows MOVED
+    events = await receive(sub, 3)
+    assert [e.last_event_id for e in events] == after
+    broker = run.broker
+    assert isinstance(broker, ClusterBroker)
+    assert broker._placed[room].addr == ("127.0.0.1", target)
+    assert await broker.history(room, None, 10) == [
+        (i, d) for i, d in zip(before + after, logs(6), strict=True)
+    ]
