@@ -36,7 +36,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import ClusterError, RedisClusterException
 
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 from ._errors import CONNECTION_ERRORS, explain
 from .base import BrokerEvents, BrokerState, BrokerUnavailable
 from .cluster_reader import Kind, Session
@@ -65,6 +65,17 @@ class ClusterBroker(RedisBroker):
     transient_errors = (*CONNECTION_ERRORS, ClusterError, RedisClusterException)
 
     def __init__(self, settings: Settings, events: BrokerEvents) -> None:
+        if settings.publish_replicas:
+            # WAIT must run on the connection that ran the script, which redis-py's cluster
+            # client does not offer (it sends WAIT to its default node): refused, not ignored.
+            raise SettingsError(
+                "PUBLISH_REPLICAS", "not supported with REDIS_CLUSTER_NODES in this build"
+            )
+        if settings.subscribe_mode == "rooms":
+            log.warning(
+                "SUBSCRIBE_MODE=rooms: in a Cluster the classic channel is still followed by "
+                "one PSUBSCRIBE (live delivery is per room, sharded, either way)"
+            )
         self._settings = settings
         super().__init__(settings, events)
         self._backoff = ExponentialWithJitterBackoff(cap=2.0, base=0.05)
@@ -203,6 +214,12 @@ class ClusterBroker(RedisBroker):
         self._owners = owners
         self._stale = False
         primaries = set(owners.values())
+        for room, session in list(self._placed.items()):
+            if owners.get(self._slot(room)) != session.addr:
+                # Moved without the pushed sunsubscribe reaching us: that node serves the
+                # slot no more, so its subscription is silent; placed again and caught up.
+                session.forget(room)
+                self.room_ended(session, room, asked=False)
         for addr, session in list(self._sessions.items()):
             if addr not in primaries:
                 log.info("redis cluster node %s serves no slots now", session.name)
@@ -256,7 +273,7 @@ class ClusterBroker(RedisBroker):
         placing: dict[Addr, list[str]] = {}
         unplaced: list[str] = []
         for room in changes.subscribe:
-            addr = self._owners.get(key_slot(self._keys.channel(room).encode()))
+            addr = self._owners.get(self._slot(room))
             if addr is None or addr not in self._sessions:
                 unplaced.append(room)
                 continue
@@ -270,6 +287,9 @@ class ClusterBroker(RedisBroker):
             self._stale = True
             self._failures += 1
             self._wake.set()
+
+    def _slot(self, room: str) -> int:
+        return key_slot(self._keys.channel(room).encode())
 
     def _update_state(self) -> None:
         primaries = set(self._owners.values())

@@ -110,6 +110,11 @@ class Session:
                 self._outbox.append(("SUNSUBSCRIBE", [self._keys.channel(room)]))
         self._send.set()
 
+    def forget(self, room: str) -> None:
+        """Drop `room` here without telling Redis: this node no longer serves its slot."""
+        self.rooms.discard(room)
+        self.catch_up.discard(room)
+
     async def close(self) -> None:
         self.closed = True
         self.task.cancel()
