@@ -6,8 +6,6 @@ on the classic channel (to any node) is stored and delivered with its id."""
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,12 +18,27 @@ from redis.crc import key_slot
 from service.broker import BrokerState, Window
 from service.broker.cluster import ClusterBroker
 from service.broker.keys import TAGGED
+from tests.brokers.test_contract import (
+    test_history_and_last_are_oldest_first,
+    test_publish_returns_monotonic_stream_ids,
+    test_window_of_an_empty_room,
+    test_window_says_when_a_last_id_points_before_trimmed_logs,
+    test_window_spans_what_history_holds,
+)
 from tests.support.brokers import Running, StartBroker, logs, receive
 from tests.support.cluster import RedisClusterProcesses
 
-pytestmark = pytest.mark.process
+# The broker contract's tests that need no live delivery, run here on the cluster (through
+# `start_kind` below); live delivery waits for a room's SSUBSCRIBE: tested below, with it.
+__all__ = [
+    "test_history_and_last_are_oldest_first",
+    "test_publish_returns_monotonic_stream_ids",
+    "test_window_of_an_empty_room",
+    "test_window_says_when_a_last_id_points_before_trimmed_logs",
+    "test_window_spans_what_history_holds",
+]
 
-_rooms = itertools.count()
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture(scope="module")
@@ -57,25 +70,10 @@ def start_cluster(cluster: RedisClusterProcesses, start_broker: StartBroker) -> 
     return start
 
 
-def rooms_on_every_primary(cluster: RedisClusterProcesses, per_primary: int = 1) -> list[str]:
-    """Room ids whose slots fall on each primary, `per_primary` of each."""
-    ranges: dict[int, list[tuple[int, int]]] = {}
-    for line in cluster.nodes[0].cli("CLUSTER", "NODES").splitlines():
-        fields = line.split()
-        if "master" in fields[2] and "fail" not in fields[2]:
-            port = int(fields[1].split("@")[0].split(":")[1])
-            spans = [f for f in fields[8:] if "-" in f and not f.startswith("[")]
-            ranges[port] = [(int(a), int(b)) for a, b in (s.split("-") for s in spans)]
-    chosen: dict[int, list[str]] = {port: [] for port in ranges}
-    for i in itertools.count():
-        room = f"cl-{os.getpid()}-{next(_rooms)}-{i}"
-        slot = key_slot(TAGGED.channel(room).encode())
-        for port, spans in ranges.items():
-            if len(chosen[port]) < per_primary and any(a <= slot <= b for a, b in spans):
-                chosen[port].append(room)
-        if all(len(v) == per_primary for v in chosen.values()):
-            return [room for rooms in chosen.values() for room in rooms]
-    raise AssertionError("unreachable")
+@pytest.fixture
+def start_kind(start_cluster: StartBroker) -> StartBroker:
+    """The contract tests' broker: here, always the Cluster's."""
+    return start_cluster
 
 
 async def test_publish_and_history_on_the_rooms_slot(
@@ -83,7 +81,7 @@ async def test_publish_and_history_on_the_rooms_slot(
 ) -> None:
     run = await start_cluster()
     assert isinstance(run.broker, ClusterBroker)
-    for room in rooms_on_every_primary(cluster):
+    for room in cluster.rooms_on_every_primary():
         data = logs(5)
         ids = await run.broker.publish(room, data)
         assert len(ids) == 5
@@ -102,7 +100,7 @@ async def test_publish_once_replays_on_the_cluster(
     start_cluster: StartBroker, cluster: RedisClusterProcesses, direct: RedisCluster
 ) -> None:
     run = await start_cluster()
-    room = rooms_on_every_primary(cluster)[0]
+    room = cluster.rooms_on_every_primary()[0]
     first = await run.broker.publish_once(room, logs(2), "key-1", "fp")
     again = await run.broker.publish_once(room, logs(2), "key-1", "fp")
     assert not first.replayed
@@ -116,7 +114,7 @@ async def test_live_delivery_from_every_primary(
     start_cluster: StartBroker, cluster: RedisClusterProcesses
 ) -> None:
     run = await start_cluster()
-    rooms = rooms_on_every_primary(cluster, per_primary=2)
+    rooms = cluster.rooms_on_every_primary(per_primary=2)
     subs = {room: run.watch(room) for room in rooms}
     async with asyncio.timeout(10):
         await run.broker.listening(rooms)  # every SSUBSCRIBE confirmed
@@ -142,7 +140,7 @@ async def test_plain_publish_on_any_node_is_stored_and_delivered(
     start_cluster: StartBroker, cluster: RedisClusterProcesses, direct: RedisCluster
 ) -> None:
     run = await start_cluster()
-    rooms = rooms_on_every_primary(cluster)
+    rooms = cluster.rooms_on_every_primary()
     subs = {room: run.watch(room) for room in rooms}
     async with asyncio.timeout(10):
         await run.broker.listening(rooms)
@@ -205,7 +203,7 @@ async def test_a_migrated_slot_is_followed_with_nothing_lost(
     """Redis pushes `sunsubscribe` when the room's slot leaves its primary: the broker reads
     the slot map again, SSUBSCRIBEs on the new owner and catches the room up from history."""
     run = await start_cluster()
-    room = rooms_on_every_primary(cluster)[0]
+    room = cluster.rooms_on_every_primary()[0]
     slot = key_slot(TAGGED.channel(room).encode())
     source = _owner_port(cluster, slot)
     target = next(n.port for n in cluster.primaries() if n.port != source)

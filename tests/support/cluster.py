@@ -10,6 +10,7 @@ RESEARCH-SCALEOUT.md §5 measured the recipe on this kind of machine: `repl-disk
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -21,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from redis.crc import key_slot
+
+from service.broker.keys import TAGGED
 from tests.support.servers import redis_server_binary
 
 NODES: Final = 6
 READY_TIMEOUT: Final = 20.0
+_ROOMS: Final = itertools.count()
 
 
 def _free_port_pair() -> int:
@@ -177,6 +182,26 @@ class RedisClusterProcesses:
             if info["role"] == "slave" and int(info["master_port"]) == primary.port:
                 return node
         raise LookupError(f"no live replica of {primary.port}")
+
+    def rooms_on_every_primary(self, per_primary: int = 1) -> list[str]:
+        """Fresh room ids whose slots fall on each primary, `per_primary` of each."""
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        for line in self.nodes[0].cli("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" in fields[2] and "fail" not in fields[2]:
+                port = int(fields[1].split("@")[0].split(":")[1])
+                spans = [f.partition("-")[::2] for f in fields[8:] if not f.startswith("[")]
+                ranges[port] = [(int(a), int(b or a)) for a, b in spans]
+        chosen: dict[int, list[str]] = {port: [] for port in ranges}
+        for i in itertools.count():
+            room = f"cl-{os.getpid()}-{next(_ROOMS)}-{i}"
+            slot = key_slot(TAGGED.channel(room).encode())
+            for port, spans in ranges.items():
+                if len(chosen[port]) < per_primary and any(a <= slot <= b for a, b in spans):
+                    chosen[port].append(room)
+            if all(len(v) == per_primary for v in chosen.values()):
+                break
+        return [room for rooms in chosen.values() for room in rooms]
 
     def node(self, port: int) -> ClusterNodeProcess:
         return next(n for n in self.nodes if n.port == port)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from tests.brokers.test_cluster_broker import rooms_on_every_primary
 from tests.support.aio import poll_until
 from tests.support.cluster import ClusterNodeProcess, RedisClusterProcesses
 from tests.support.factories import StartService, auth, sample_log
@@ -101,7 +100,7 @@ async def _traffic(
 ) -> AsyncIterator[tuple[Run, dict[str, list[Follower]]]]:
     """Streams on two rooms of every primary, then a publisher per room and a readiness
     watcher; on exit the publishers stop, and every stream must catch up with them."""
-    rooms = rooms_on_every_primary(cluster, per_primary=2)
+    rooms = cluster.rooms_on_every_primary(per_primary=2)
     run = Run(acked={room: [] for room in rooms})
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         followers = {
