@@ -52,6 +52,7 @@ T = TypeVar("T")
 Addr = tuple[str, int]
 LISTEN_TIMEOUT: Final = 5.0  # seconds a stream waits for its rooms' SSUBSCRIBE confirmation
 MARKER: Final = "roomlogs:node:{{{}}}"  # a shard channel in one of a primary's slots
+CLASSIC_MARKER: Final = "roomlogs:classic"  # SUBSCRIBE_MODE=rooms: the classic session's first
 
 
 class ClusterBroker(RedisBroker):
@@ -71,16 +72,19 @@ class ClusterBroker(RedisBroker):
             raise SettingsError(
                 "PUBLISH_REPLICAS", "not supported with REDIS_CLUSTER_NODES in this build"
             )
-        if settings.subscribe_mode == "rooms":
-            log.warning(
-                "SUBSCRIBE_MODE=rooms: in a Cluster the classic channel is still followed by "
-                "one PSUBSCRIBE (live delivery is per room, sharded, either way)"
-            )
         self._settings = settings
         super().__init__(settings, events)
         self._backoff = ExponentialWithJitterBackoff(cap=2.0, base=0.05)
         self._wake = asyncio.Event()
         self._interest = Interest(settings.unsubscribe_linger, self._wake.set)
+        # SUBSCRIBE_MODE=rooms: the classic channel by one SUBSCRIBE per room, its own interest
+        # (a plain PUBLISH to a room no stream here watches is then stored by other gateways
+        # only); pattern: one PSUBSCRIBE, and every plain log is stored whoever watches.
+        self._classic_interest: Interest | None = (
+            Interest(settings.unsubscribe_linger, self._wake.set)
+            if settings.subscribe_mode == "rooms"
+            else None
+        )
         self._owners: dict[int, Addr] = {}  # slot -> its primary, as last read
         self._sessions: dict[Addr, Session] = {}  # one per primary
         self._classic: Session | None = None
@@ -136,7 +140,8 @@ class ClusterBroker(RedisBroker):
                 async with asyncio.timeout(CLOSE_DRAIN):
                     await self._plain.drained()
         self._set_state(BrokerState.CLOSED, "closed")
-        self._interest.clear()
+        for interest in self._interests:
+            interest.clear()
         for task in self._tasks:
             task.cancel()
         sessions = [*self._sessions.values(), *([self._classic] if self._classic else [])]
@@ -149,18 +154,25 @@ class ClusterBroker(RedisBroker):
 
     # -- the hub's room events -----------------------------------------------------------
 
+    @property
+    def _interests(self) -> list[Interest]:
+        return [self._interest, *([self._classic_interest] if self._classic_interest else [])]
+
     def subscribe(self, rooms: Collection[str]) -> None:
         super().subscribe(rooms)
-        self._interest.open(rooms)
+        for interest in self._interests:
+            interest.open(rooms)
 
     def unsubscribe(self, rooms: Collection[str]) -> None:
         super().unsubscribe(rooms)
-        self._interest.close(rooms)
+        for interest in self._interests:
+            interest.close(rooms)
 
     async def listening(self, rooms: Collection[str]) -> None:
         try:
             async with asyncio.timeout(LISTEN_TIMEOUT):
-                await self._interest.until_subscribed(rooms)
+                for interest in self._interests:
+                    await interest.until_subscribed(rooms)
         except TimeoutError:
             raise BrokerUnavailable(
                 f"the cluster did not confirm a room's SSUBSCRIBE within {LISTEN_TIMEOUT:.0f}s"
@@ -231,7 +243,10 @@ class ClusterBroker(RedisBroker):
             self._sessions[addr] = self._session(addr, "shard", self._marker(addr))
         if self._classic is None:
             addr = random.choice(sorted(primaries))  # noqa: S311 (load spreading)
-            self._classic = self._session(addr, "pattern", self._keys.pattern)
+            if self._classic_interest is None:
+                self._classic = self._session(addr, "pattern", self._keys.pattern)
+            else:
+                self._classic = self._session(addr, "rooms", CLASSIC_MARKER)
 
     def _session(self, addr: Addr, kind: Kind, marker: str) -> Session:
         client = aioredis.Redis(
@@ -281,12 +296,30 @@ class ClusterBroker(RedisBroker):
             placing.setdefault(addr, []).append(room)
         for addr, rooms in placing.items():
             self._sessions[addr].add(rooms, changes.resubscribed.intersection(rooms))
+        self._place_classic()
         if unplaced:  # a slot no primary serves (mid-failover): again after a fresh read
             self._lost(unplaced)
             self._interest.lost(unplaced)
             self._stale = True
             self._failures += 1
             self._wake.set()
+
+    def _place_classic(self) -> None:
+        """SUBSCRIBE_MODE=rooms: the classic channels' SUBSCRIBE/UNSUBSCRIBE, on one node."""
+        interest = self._classic_interest
+        if interest is None:
+            return
+        changes = interest.take()
+        session = self._classic
+        if session is None:  # gone: its subscriptions with it; placed on the next one
+            interest.unsubscribed(changes.unsubscribe)
+            interest.lost(changes.subscribe)
+            self._stale = True
+            self._wake.set()
+            return
+        session.remove(changes.unsubscribe)
+        if changes.subscribe:
+            session.add(changes.subscribe, set())
 
     def _slot(self, room: str) -> int:
         return key_slot(self._keys.channel(room).encode())
@@ -324,6 +357,8 @@ class ClusterBroker(RedisBroker):
             del self._sessions[session.addr]
         if session is self._classic:
             self._classic = None
+            if self._classic_interest is not None:
+                self._classic_interest.lost(list(session.rooms))
         rooms = [room for room, held in self._placed.items() if held is session]
         for room in rooms:
             del self._placed[room]
@@ -343,6 +378,10 @@ class ClusterBroker(RedisBroker):
         self._update_state()
 
     async def room_confirmed(self, session: Session, room: str) -> None:
+        if session.kind == "rooms":  # a classic channel: plain logs, nothing to catch up
+            if session is self._classic and self._classic_interest is not None:
+                self._classic_interest.subscribed((room,))
+            return
         if self._placed.get(room) is not session:
             return  # placed elsewhere since: that session confirms it
         self._interest.subscribed((room,))
@@ -356,6 +395,10 @@ class ClusterBroker(RedisBroker):
             self._lost_ms.pop(room, None)
 
     def room_ended(self, session: Session, room: str, *, asked: bool) -> None:
+        if session.kind == "rooms":
+            if session is self._classic and self._classic_interest is not None:
+                self._classic_interest.unsubscribed((room,))
+            return
         if self._placed.get(room) is session:
             del self._placed[room]
         if not asked:  # pushed: the slot moved (a failover, a migration)

@@ -1,6 +1,7 @@
 """One pub/sub connection to one Redis Cluster node, read by its own task: the broker runs one
 per primary (sharded `SSUBSCRIBE`, one per room whose slot that primary serves) and one for the
-classic channel (`PSUBSCRIBE room:*:logs` on any node), all concurrently.
+classic channel on any node (`PSUBSCRIBE room:*:logs`, or with `SUBSCRIBE_MODE=rooms` one
+`SUBSCRIBE room:R:logs` per room), all concurrently.
 
 Not redis-py's `ClusterPubSub`: its `get_sharded_message` polls the nodes one after another
 (each idle node costs the whole timeout), it never follows a failover for a subscriber that
@@ -29,8 +30,13 @@ from .redis import PROBE, PROBE_IDLE, PROBE_TIMEOUT, READ_TIMEOUT
 
 log = logging.getLogger("service.broker")
 
-Kind = Literal["shard", "pattern"]
-SUBSCRIBE: Final = {"shard": "SSUBSCRIBE", "pattern": "PSUBSCRIBE"}
+# shard: a primary's SSUBSCRIBEs; pattern / rooms: the classic channel, by PSUBSCRIBE or by
+# one SUBSCRIBE per room.
+Kind = Literal["shard", "pattern", "rooms"]
+SUBSCRIBE: Final = {"shard": "SSUBSCRIBE", "pattern": "PSUBSCRIBE", "rooms": "SUBSCRIBE"}
+UNSUBSCRIBE: Final = {"shard": "SUNSUBSCRIBE", "rooms": "UNSUBSCRIBE"}
+_SUBSCRIBED: Final = frozenset(("ssubscribe", "psubscribe", "subscribe"))
+_UNSUBSCRIBED: Final = frozenset(("sunsubscribe", "unsubscribe"))
 
 
 class TopologyMoved(Exception):
@@ -93,21 +99,26 @@ class Session:
         return f"{self.addr[0]}:{self.addr[1]}"
 
     def add(self, rooms: list[str], catch_up: set[str]) -> None:
-        """SSUBSCRIBE these rooms' shard channels here; those in `catch_up` are read from
-        history after their confirmation (they were subscribed before, elsewhere)."""
+        """SSUBSCRIBE these rooms' shard channels here (SUBSCRIBE their classic channels, for
+        kind "rooms"); those in `catch_up` are read from history after their confirmation
+        (they were subscribed before, elsewhere)."""
         self.rooms.update(rooms)
         self.catch_up.update(catch_up)
+        command = SUBSCRIBE[self.kind]
         # One command per room: rooms hash to different slots, and one SSUBSCRIBE naming
         # several slots is refused (CROSSSLOT). They are sent back to back, not awaited.
-        self._outbox.extend(("SSUBSCRIBE", [self._keys.channel(room)]) for room in rooms)
+        self._outbox.extend((command, [self._channel(room)]) for room in rooms)
         self._send.set()
+
+    def _channel(self, room: str) -> str:
+        return self._keys.classic(room) if self.kind == "rooms" else self._keys.channel(room)
 
     def remove(self, rooms: list[str]) -> None:
         for room in rooms:
             if room in self.rooms:
                 self.catch_up.discard(room)
                 self._asked_off.add(room)
-                self._outbox.append(("SUNSUBSCRIBE", [self._keys.channel(room)]))
+                self._outbox.append((UNSUBSCRIBE[self.kind], [self._channel(room)]))
         self._send.set()
 
     def forget(self, room: str) -> None:
@@ -202,7 +213,7 @@ class Session:
 
     async def _control(self, kind: str, channel: bytes) -> None:
         if channel == self.marker:
-            if kind in ("ssubscribe", "psubscribe"):
+            if kind in _SUBSCRIBED:
                 self.live = True
                 self._owner.session_live(self)
                 return
@@ -210,10 +221,10 @@ class Session:
         room = room_from_channel(channel)
         if room is None:
             return
-        if kind == "ssubscribe":
+        if kind in _SUBSCRIBED:
             if room in self.rooms:
                 await self._owner.room_confirmed(self, room)
-        elif kind == "sunsubscribe":
+        elif kind in _UNSUBSCRIBED:
             asked = room in self._asked_off
             self._asked_off.discard(room)
             self.rooms.discard(room)

@@ -25,6 +25,7 @@ from tests.brokers.test_contract import (
     test_window_says_when_a_last_id_points_before_trimmed_logs,
     test_window_spans_what_history_holds,
 )
+from tests.support.aio import poll_until
 from tests.support.brokers import Running, StartBroker, logs, receive
 from tests.support.cluster import RedisClusterProcesses
 
@@ -222,3 +223,37 @@ async def test_a_migrated_slot_is_followed_with_nothing_lost(
     assert await broker.history(room, None, 10) == [
         (i, d) for i, d in zip(before + after, logs(6), strict=True)
     ]
+
+
+async def test_subscribe_mode_rooms_follows_the_classic_channel_per_room(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses, direct: RedisCluster
+) -> None:
+    """SUBSCRIBE_MODE=rooms: the classic channel by one SUBSCRIBE per watched room, confirmed
+    before the stream's replay; a plain PUBLISH to a room nobody here watches is not taken."""
+    run = await start_cluster(subscribe_mode="rooms", unsubscribe_linger=0.0)
+    broker = run.broker
+    assert isinstance(broker, ClusterBroker)
+    watched, unwatched, *_ = cluster.rooms_on_every_primary()
+    sub = run.watch(watched)
+    async with asyncio.timeout(10):
+        await broker.listening([watched])
+    assert broker._classic is not None
+    assert broker._classic.kind == "rooms"
+    assert watched in broker._classic.rooms
+    async with aioredis.Redis(port=cluster.nodes[-1].port) as plain:
+        for room in (unwatched, watched):
+            await plain.publish(f"room:{room}:logs", orjson.dumps({"message": f"plain {room}"}))
+    [event] = await receive(sub, 1)
+    assert orjson.loads(event.data)["message"] == f"plain {watched}"
+    assert await direct.xlen(f"room:{{{watched}}}:history") == 1
+    assert await direct.exists(f"room:{{{unwatched}}}:history") == 0
+    ids = await broker.publish(watched, logs(2))  # sharded live delivery as ever
+    assert [e.last_event_id for e in await receive(sub, 2)] == ids
+    broker.unsubscribe([watched])  # no linger: UNSUBSCRIBE and SUNSUBSCRIBE at once
+
+    classic = broker._classic
+
+    async def released() -> bool:  # both confirmations come back from Redis
+        return watched not in classic.rooms and watched not in broker._placed
+
+    await poll_until(released, timeout=5, interval=0.01)
