@@ -21,25 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, Final, TypeVar, cast
-from urllib.parse import unquote, urlsplit
+from typing import Final, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.crc import key_slot
 from redis.exceptions import ClusterError, RedisClusterException
 
 from ..settings import Settings, SettingsError
 from ._errors import CONNECTION_ERRORS, explain
 from .base import BrokerEvents, BrokerState, BrokerUnavailable
 from .cluster_reader import Kind, Session
+from .cluster_slots import Addr, SlotMap, connection_options
 from .interest import Interest
 from .keys import TAGGED
 from .redis import CLOSE_DRAIN, RedisBroker
@@ -49,9 +47,7 @@ log = logging.getLogger("service.broker")
 
 T = TypeVar("T")
 
-Addr = tuple[str, int]
 LISTEN_TIMEOUT: Final = 5.0  # seconds a stream waits for its rooms' SSUBSCRIBE confirmation
-MARKER: Final = "roomlogs:node:{{{}}}"  # a shard channel in one of a primary's slots
 CLASSIC_MARKER: Final = "roomlogs:classic"  # SUBSCRIBE_MODE=rooms: the classic session's first
 
 
@@ -85,7 +81,7 @@ class ClusterBroker(RedisBroker):
             if settings.subscribe_mode == "rooms"
             else None
         )
-        self._owners: dict[int, Addr] = {}  # slot -> its primary, as last read
+        self._slots = SlotMap()
         self._sessions: dict[Addr, Session] = {}  # one per primary
         self._classic: Session | None = None
         self._placed: dict[str, Session] = {}  # room -> the session holding its SSUBSCRIBE
@@ -107,25 +103,11 @@ class ClusterBroker(RedisBroker):
             socket_timeout=5.0,
             health_check_interval=10,
             protocol=2,
-            **self._connection_options(),
+            **connection_options(self._settings),
         )
         # The commands RedisBroker runs (scripts, XRANGE, XINFO, EXISTS, a pipeline) exist on
         # both clients with one signature; this is the one place that leans on it.
         return cast(aioredis.Redis, self._cluster)
-
-    def _connection_options(self) -> dict[str, Any]:
-        """User, password and TLS: REDIS_URL carries only those in a Cluster (settings.py)."""
-        options: dict[str, Any] = dict(self._settings.redis_options)
-        url = self._settings.redis_url
-        if url:
-            parts = urlsplit(url)
-            if parts.username:
-                options["username"] = unquote(parts.username)
-            if parts.password:
-                options["password"] = unquote(parts.password)
-            if parts.scheme == "rediss":
-                options["ssl"] = True
-        return options
 
     async def start(self) -> None:
         self._tasks = [
@@ -147,6 +129,8 @@ class ClusterBroker(RedisBroker):
         sessions = [*self._sessions.values(), *([self._classic] if self._classic else [])]
         for session in sessions:
             await session.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -214,20 +198,11 @@ class ClusterBroker(RedisBroker):
     async def _refresh(self) -> None:
         """Read the slot map again; start a session on every primary that has none, end the
         sessions of nodes that serve no slot any more (a demoted primary)."""
-        manager = self._cluster.nodes_manager
-        await manager.initialize()
-        owners: dict[int, Addr] = {
-            slot: (nodes[0].host, int(nodes[0].port))
-            for slot, nodes in manager.slots_cache.items()
-            if nodes
-        }
-        if not owners:
-            raise BrokerUnavailable("the cluster reports no slots")
-        self._owners = owners
+        await self._slots.read(self._cluster)
         self._stale = False
-        primaries = set(owners.values())
+        primaries = self._slots.primaries
         for room, session in list(self._placed.items()):
-            if owners.get(self._slot(room)) != session.addr:
+            if self._slots.owner(self._keys.channel(room)) != session.addr:
                 # Moved without the pushed sunsubscribe reaching us: that node serves the
                 # slot no more, so its subscription is silent; placed again and caught up.
                 session.forget(room)
@@ -240,7 +215,7 @@ class ClusterBroker(RedisBroker):
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
         for addr in primaries - self._sessions.keys():
-            self._sessions[addr] = self._session(addr, "shard", self._marker(addr))
+            self._sessions[addr] = self._session(addr, "shard", self._slots.marker(addr))
         if self._classic is None:
             addr = random.choice(sorted(primaries))  # noqa: S311 (load spreading)
             if self._classic_interest is None:
@@ -257,20 +232,9 @@ class ClusterBroker(RedisBroker):
             socket_timeout=5.0,
             health_check_interval=0,  # our own probe; redis-py's would read beside the reader
             protocol=2,
-            **self._connection_options(),
+            **connection_options(self._settings),
         )
         return Session(addr, client, kind, marker, self._keys, self)
-
-    def _marker(self, addr: Addr) -> str:
-        """A shard channel in one of `addr`'s slots: its subscription confirms the session is
-        up, and Redis pushes its `sunsubscribe` when the node stops serving that slot."""
-        for i in itertools.count():
-            name = MARKER.format(i)
-            if self._owners.get(key_slot(name.encode())) == addr:
-                return name
-            if i > 100_000:  # pragma: no cover - a primary with no slot is not in `owners`
-                raise BrokerUnavailable(f"no slot of {addr} found")
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _place(self) -> None:
         """Send what the interest says: SUNSUBSCRIBE where rooms are held, SSUBSCRIBE on the
@@ -288,7 +252,7 @@ class ClusterBroker(RedisBroker):
         placing: dict[Addr, list[str]] = {}
         unplaced: list[str] = []
         for room in changes.subscribe:
-            addr = self._owners.get(self._slot(room))
+            addr = self._slots.owner(self._keys.channel(room))
             if addr is None or addr not in self._sessions:
                 unplaced.append(room)
                 continue
@@ -321,11 +285,8 @@ class ClusterBroker(RedisBroker):
         if changes.subscribe:
             session.add(changes.subscribe, set())
 
-    def _slot(self, room: str) -> int:
-        return key_slot(self._keys.channel(room).encode())
-
     def _update_state(self) -> None:
-        primaries = set(self._owners.values())
+        primaries = self._slots.primaries
         live = (
             self.envelopes is not None
             and self._classic is not None
