@@ -31,22 +31,28 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import ClusterError, RedisClusterException
+from redis.exceptions import RedisClusterException
 
 from ..settings import Settings, SettingsError
-from ._errors import CONNECTION_ERRORS, explain
-from .base import BrokerEvents, BrokerState, BrokerUnavailable
+from ._errors import explain
+from .base import BrokerEvents, BrokerState, BrokerUnavailable, PublishOutcomeUnknown
 from .cluster_reader import Kind, Session
-from .cluster_slots import Addr, SlotMap, connection_options
+from .cluster_slots import Addr, SlotMap, connection_options, slot_primaries
 from .interest import Interest
 from .keys import TAGGED
 from .redis import CLOSE_DRAIN, RedisBroker
-from .script import SHARDED_PERMISSIONS_SCRIPT, SHARDED_PLAIN_SCRIPT, SHARDED_PUBLISH_SCRIPT
+from .script import (
+    SHARDED_PERMISSIONS_SCRIPT,
+    SHARDED_PLAIN_SCRIPT,
+    SHARDED_PUBLISH_SCRIPT,
+    KeyReused,
+)
 
 log = logging.getLogger("service.broker")
 
 T = TypeVar("T")
 
+TOPOLOGY_POLL: Final = 5.0  # seconds between slot-map polls while nothing else happens
 LISTEN_TIMEOUT: Final = 5.0  # seconds a stream waits for its rooms' SSUBSCRIBE confirmation
 CLASSIC_MARKER: Final = "roomlogs:classic"  # SUBSCRIBE_MODE=rooms: the classic session's first
 
@@ -58,8 +64,9 @@ class ClusterBroker(RedisBroker):
     publish_script = SHARDED_PUBLISH_SCRIPT
     plain_script = SHARDED_PLAIN_SCRIPT
     permissions_script = SHARDED_PERMISSIONS_SCRIPT
-    # A plain log's store is retried through a failover too: its claim makes a resend harmless.
-    transient_errors = (*CONNECTION_ERRORS, ClusterError, RedisClusterException)
+    # A plain log's store is retried through a failover too, whatever redis-py's cluster
+    # client raises meanwhile (its claim makes a resend harmless; given up after RETRY_FOR).
+    transient_errors = (Exception,)
 
     def __init__(self, settings: Settings, events: BrokerEvents) -> None:
         if settings.publish_replicas:
@@ -85,7 +92,10 @@ class ClusterBroker(RedisBroker):
         self._sessions: dict[Addr, Session] = {}  # one per primary
         self._classic: Session | None = None
         self._placed: dict[str, Session] = {}  # room -> the session holding its SSUBSCRIBE
-        self._lost_ms: dict[str, int] = {}  # room -> when its subscription was lost
+        # Room -> when its SSUBSCRIBE was first confirmed (kept through resubscribes): a room
+        # whose streams got no log yet is caught up from there, not from when the loss was
+        # noticed (a stalled node is noticed seconds late, by the probe or the poll).
+        self._since_ms: dict[str, int] = {}
         self._stale = True  # the slot map must be read again before rooms are placed
         self._failures = 0
         self._closing: set[asyncio.Task[None]] = set()  # sessions of demoted nodes, ending
@@ -166,7 +176,13 @@ class ClusterBroker(RedisBroker):
 
     async def _control(self) -> None:
         while self.state is not BrokerState.CLOSED:
-            await self._wake.wait()
+            try:
+                async with asyncio.timeout(TOPOLOGY_POLL):
+                    await self._wake.wait()
+            except TimeoutError:
+                await self._poll()
+                if not self._stale:
+                    continue
             self._wake.clear()
             try:
                 if self._failures:
@@ -182,6 +198,21 @@ class ClusterBroker(RedisBroker):
                 self._went_down(f"redis cluster unreachable: {self._explain(exc)}")
                 log.warning("redis cluster topology not read (%s)", self._explain(exc))
                 self._wake.set()
+
+    async def _poll(self) -> None:
+        """Ask one node for the slot map, and read it again (which recycles redis-py's pooled
+        connections) only when a slot has another primary: a stalled or partitioned primary
+        pushes nothing, and its replica's promotion is noticed here within TOPOLOGY_POLL."""
+        try:
+            slots = await self._cluster.cluster_slots(target_nodes=RedisCluster.RANDOM)
+        except Exception as exc:  # that node may be the stalled one: the next poll asks another
+            log.debug("redis cluster slot map not polled (%s)", self._explain(exc))
+            return
+        for start, primary in slot_primaries(slots):
+            if self._slots.owners.get(start) != primary:
+                log.info("redis cluster slot map changed (slot %d)", start)
+                self._stale = True
+                return
 
     async def _secret_again(self) -> None:
         """The envelope secret before anything is received; re-read (as RedisBroker does on
@@ -248,6 +279,8 @@ class ClusterBroker(RedisBroker):
             else:
                 ended.append(room)  # its session is gone, and the subscription with it
         if ended:
+            for room in ended:
+                self._since_ms.pop(room, None)
             self._interest.unsubscribed(ended)
         placing: dict[Addr, list[str]] = {}
         unplaced: list[str] = []
@@ -262,7 +295,6 @@ class ClusterBroker(RedisBroker):
             self._sessions[addr].add(rooms, changes.resubscribed.intersection(rooms))
         self._place_classic()
         if unplaced:  # a slot no primary serves (mid-failover): again after a fresh read
-            self._lost(unplaced)
             self._interest.lost(unplaced)
             self._stale = True
             self._failures += 1
@@ -307,11 +339,6 @@ class ClusterBroker(RedisBroker):
         elif not live and self.state is BrokerState.LIVE:
             self._went_down("redis cluster: a primary's subscription is not live")
 
-    def _lost(self, rooms: Collection[str]) -> None:
-        now = time.time_ns() // 1_000_000
-        for room in rooms:
-            self._lost_ms.setdefault(room, now)
-
     def _forget(self, session: Session, why: str) -> None:
         """`session` holds nothing any more: its rooms are placed again (and caught up)."""
         if self._sessions.get(session.addr) is session:
@@ -323,7 +350,6 @@ class ClusterBroker(RedisBroker):
         rooms = [room for room, held in self._placed.items() if held is session]
         for room in rooms:
             del self._placed[room]
-        self._lost(rooms)
         self._interest.lost(rooms)
         self._stale = True
         self._went_down(f"redis cluster node {session.name}: {why}")
@@ -346,14 +372,13 @@ class ClusterBroker(RedisBroker):
         if self._placed.get(room) is not session:
             return  # placed elsewhere since: that session confirms it
         self._interest.subscribed((room,))
+        since = self._since_ms.setdefault(room, time.time_ns() // 1_000_000)
         if room in session.catch_up:
             session.catch_up.discard(room)
-            lost = self._lost_ms.pop(room, time.time_ns() // 1_000_000)
             # Awaited inside the session's reader: its later messages wait, so the room's
-            # logs stay in order (a log both caught up and live is delivered once).
-            await self._catch_up_room(room, f"{max(lost - 1000, 0)}-0")
-        else:
-            self._lost_ms.pop(room, None)
+            # logs stay in order (a log both caught up and live is delivered once). 1 s
+            # before `since`: the ids are the primaries' clocks.
+            await self._catch_up_room(room, f"{max(since - 1000, 0)}-0")
 
     def room_ended(self, session: Session, room: str, *, asked: bool) -> None:
         if session.kind == "rooms":
@@ -364,9 +389,10 @@ class ClusterBroker(RedisBroker):
             del self._placed[room]
         if not asked:  # pushed: the slot moved (a failover, a migration)
             log.info("redis cluster moved room=%s away from %s", room, session.name)
-            self._lost((room,))
             self._stale = True
             self._wake.set()
+        elif room not in self._interest.wanted:
+            self._since_ms.pop(room, None)  # gone for good
         self._interest.unsubscribed((room,))
 
     def session_lost(self, session: Session, exc: BaseException) -> None:
@@ -391,8 +417,19 @@ class ClusterBroker(RedisBroker):
         room: str | None = None,
     ) -> T:
         """RedisBroker's, and redis-py's cluster errors that are no `RedisError` (no node
-        serves the slot, no node answers) as 503s: they are raised before anything is sent."""
+        serves the slot, no node answers) as 503s: they are raised before anything is sent.
+        Anything else redis-py's cluster client raises mid-failover (its slot cache changing
+        under a command) is a 503 for a read and, since it may have been sent, an unknown
+        outcome for a write: never a 500."""
         try:
             return await super()._call(call, resend_safe=resend_safe, writes=writes, room=room)
         except RedisClusterException as exc:
             raise BrokerUnavailable(f"redis cluster: {self._explain(exc)}") from exc
+        except (BrokerUnavailable, PublishOutcomeUnknown, KeyReused):
+            raise
+        except Exception as exc:
+            log.warning("redis cluster client failed (%r)", exc, exc_info=True)
+            reason = f"redis cluster client: {type(exc).__name__}"
+            if writes:
+                raise PublishOutcomeUnknown(reason) from exc
+            raise BrokerUnavailable(reason) from exc

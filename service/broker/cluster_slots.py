@@ -55,6 +55,19 @@ class SlotMap:
         raise LookupError(f"no slot of {addr[0]}:{addr[1]} found")
 
 
+def slot_primaries(reply: Any) -> list[tuple[int, Addr]]:
+    """(first slot, primary) of each range of a `CLUSTER SLOTS` reply: redis-py 8 parses it
+    into `{(start, end): {"primary": (host, port), ...}}`; the raw list form is read too."""
+    if isinstance(reply, dict):
+        return [(int(start), _addr(shard["primary"])) for (start, _), shard in reply.items()]
+    return [(int(row[0]), _addr(row[2])) for row in reply]
+
+
+def _addr(node: Any) -> Addr:
+    host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+    return host, int(node[1])
+
+
 def connection_options(settings: Settings) -> dict[str, Any]:
     """User, password and TLS for every node: in a Cluster REDIS_URL carries only those
     (settings.py), and the REDIS_TLS_* files apply as on one Redis."""

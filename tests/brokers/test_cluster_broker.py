@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from service.broker import BrokerState, Window
+from service.broker import BrokerState, BrokerUnavailable, PublishOutcomeUnknown, Window
 from service.broker.cluster import ClusterBroker
 from service.broker.keys import TAGGED
 from tests.brokers.test_contract import (
@@ -257,3 +257,39 @@ async def test_subscribe_mode_rooms_follows_the_classic_channel_per_room(
         return watched not in classic.rooms and watched not in broker._placed
 
     await poll_until(released, timeout=5, interval=0.01)
+
+
+async def test_a_stalled_primary_is_left_for_its_promoted_replica(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses
+) -> None:
+    """SIGSTOP: the stalled primary pushes nothing and resets nothing; the cluster promotes
+    its replica, the broker's slot-map poll (or its liveness probe) notices, the room is
+    SSUBSCRIBEd on the new primary and caught up. Publishes retry until they land there."""
+    run = await start_cluster()
+    broker = run.broker
+    assert isinstance(broker, ClusterBroker)
+    room = cluster.rooms_on_every_primary()[0]
+    slot = key_slot(TAGGED.channel(room).encode())
+    primary = cluster.node(_owner_port(cluster, slot))
+    replica = cluster.replica_of(primary)
+    sub = run.watch(room)
+    async with asyncio.timeout(10):
+        await broker.listening([room])
+    primary.pause()
+    try:
+        ids: list[str] = []
+        async with asyncio.timeout(30):
+            for i in range(3):
+                while True:  # as a publisher does: the same key until it is acknowledged
+                    try:
+                        ids += (await broker.publish_once(room, logs(1, i), f"k{i}", "fp")).ids
+                        break
+                    except (BrokerUnavailable, PublishOutcomeUnknown):
+                        await asyncio.sleep(0.2)
+        assert replica.info("replication")["role"] == "master"
+        events = await receive(sub, 3, timeout=20)
+        assert [e.last_event_id for e in events] == ids
+        assert broker._placed[room].addr == ("127.0.0.1", replica.port)
+    finally:
+        primary.resume()
+    await asyncio.to_thread(cluster.wait_ok)
