@@ -139,7 +139,8 @@ class Session:
         writer: asyncio.Task[None] | None = None
         reader: asyncio.Task[None] | None = None
         try:
-            await pubsub.connect()  # type: ignore[no-untyped-call]  # before the writer: one task makes the connection
+            # Connected before the writer starts: one task makes the connection.
+            await pubsub.connect()  # type: ignore[no-untyped-call]
             _batch_read.announce(pubsub)
             writer = asyncio.create_task(self._write(pubsub))
             reader = asyncio.create_task(self._read(pubsub))

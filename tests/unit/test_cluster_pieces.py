@@ -10,7 +10,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
-from service.broker import _batch_read
+from service.broker import _batch_read, create_broker
 from service.broker.keys import PLAIN, TAGGED, room_from_channel
 from service.broker.script import (
     PERMISSIONS_SCRIPT,
@@ -21,6 +21,11 @@ from service.broker.script import (
     SHARDED_PUBLISH_SCRIPT,
     sharded,
 )
+from service.delivery import Delivery
+from service.hub import Hub
+from service.metrics import Metrics
+from service.settings import SettingsError
+from tests.support.factories import settings
 
 
 def test_a_rooms_tagged_keys_share_one_slot_and_the_classic_channel_stays() -> None:
@@ -79,3 +84,10 @@ def test_buffered_shard_messages_stop_at_a_pushed_sunsubscribe() -> None:
     # The one-Redis reader's question is unchanged: only a (p)subscribe stops it with True.
     reader.feed(b"*3\r\n$10\r\nssubscribe\r\n$13\r\nroom:{a}:logs\r\n:1\r\n")
     assert _batch_read.take_buffered(reader, []) is False
+
+
+def test_publish_replicas_is_refused_on_a_cluster_not_ignored() -> None:
+    """WAIT would have to run on the connection that ran the script: not in this build."""
+    config = settings(redis_cluster_nodes=(("127.0.0.1", 7000),), publish_replicas=1)
+    with pytest.raises(SettingsError, match="PUBLISH_REPLICAS"):
+        create_broker(config, Delivery(Hub(), Metrics(), config.max_message_bytes))
