@@ -293,3 +293,27 @@ async def test_a_stalled_primary_is_left_for_its_promoted_replica(
     finally:
         primary.resume()
     await asyncio.to_thread(cluster.wait_ok)
+
+
+async def test_an_ssubscribe_answered_moved_is_placed_on_the_new_owner(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker's slot map is stale (a slot moved while it held no room there, so nothing
+    was pushed): the room's SSUBSCRIBE goes to the old owner, which answers MOVED; the session
+    is given up, the map read again, and the room subscribed on the new owner before the
+    stream's replay may start."""
+    run = await start_cluster()
+    broker = run.broker
+    assert isinstance(broker, ClusterBroker)
+    room = cluster.rooms_on_every_primary()[0]
+    slot = key_slot(TAGGED.channel(room).encode())
+    source = _owner_port(cluster, slot)
+    target = next(n.port for n in cluster.primaries() if n.port != source)
+    await asyncio.to_thread(migrate_slot, cluster, slot, source, target)
+    sub = run.watch(room)
+    async with asyncio.timeout(10):
+        await broker.listening([room])
+    assert broker._placed[room].addr == ("127.0.0.1", target)
+    assert any("MovedError" in r.getMessage() for r in caplog.records), "not the MOVED path"
+    ids = await broker.publish(room, logs(2))
+    assert [e.last_event_id for e in await receive(sub, 2)] == ids
