@@ -30,9 +30,9 @@ __all__ = [
 
 def create_broker(settings: Settings, events: BrokerEvents) -> Broker:
     if settings.topology == "cluster":
-        from ..settings import SettingsError
+        from .cluster import ClusterBroker
 
-        raise SettingsError("REDIS_CLUSTER_NODES", "this build does not support it yet")
+        return ClusterBroker(settings, events)
     if settings.topology in ("redis", "sentinel"):  # Sentinel: the same broker, its pool found
         from .redis import RedisBroker
 
