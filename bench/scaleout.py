@@ -1,0 +1,472 @@
+"""What Redis and each gateway pay per log as gateways are added: SUBSCRIBE_MODE=pattern
+against SUBSCRIBE_MODE=rooms with room affinity, on one Redis and on a 3-shard Cluster.
+
+    .venv/bin/python -m bench.scaleout            # 1, 2, 4, 8 gateways, both modes, + Cluster
+    .venv/bin/python -m bench.scaleout --quick    # 1 and 8 gateways, shorter windows
+
+For every configuration (topology, mode, G gateways) it starts G roomlogs processes (`python
+-m service serve`, as `bench.plain` does, all on core 0; the load generator and Redis on core
+1), opens `--per-room` streams on each of `--rooms` rooms, each room's streams on the gateway
+that nginx's `hash $room consistent` would pick (report_scaleout.Ring: the streams connect
+straight to that gateway, no nginx in the path), and publishes `--rate` logs/s round-robin
+over the rooms with the service's publish script (`ScriptFeed`; on the Cluster the sharded
+script on each room's primary). Over that window it reads:
+
+- Redis' bytes out per log: INFO `total_net_output_bytes` (every node of a Cluster), minus the
+  meter's own INFO reply and the publisher's replies, which the publisher counts from what it
+  parsed: what is left went to the gateways (Redis 7.0 has no per-client byte counters);
+- Redis' CPU per log (INFO cpu, used_cpu_user + used_cpu_sys);
+- each gateway's CPU (/proc/PID/stat) minus its idle rate, per log of its own rooms, and an
+  estimate of what it spends per log of a room it does not serve (report_scaleout.foreign_us).
+
+It checks that every stream got every log of its room, and which subscriptions Redis holds
+(`PUBSUB NUMPAT`, `PUBSUB CHANNELS`, `PUBSUB SHARDCHANNELS`): a mode that did not take effect
+(this build ignores SUBSCRIBE_MODE=rooms) is marked, not hidden. The Cluster runs when this
+tree has its broker (service/broker/cluster.py) and tests/support/cluster.py; otherwise it says
+so. Markdown to stdout, progress to stderr, JSON to bench/results/scaleout-<UTC>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import math
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from service.auth import mint_token
+from service.broker.envelope import ENVELOPE_SECRET_KEY
+
+from ._common import HOST, RESULTS_DIR, SECRET, SetupError, say, shown
+from ._procs import busy_shares, core_times, pin_load_generator, raise_nofile
+from ._redis import PrivateRedis, info_raw
+from .cases import parse_counts
+from .metering import QuietCores
+from .publishers import Batch, LogFactory, ScriptFeed, _Replies, bulk, owed, publish_at, resp
+from .reader import LF_CONNECTED, Pool, Recorder
+from .report_scaleout import Config, line, markdown, partition, resp_size
+from .results import choose_source, utc_stamp, write_result
+from .systems import Roomlogs
+
+MODES: Final = ("pattern", "rooms")
+IDLE_S: Final = 1.5  # each gateway's idle CPU (streams open, no logs) is read over this
+Nodes = list[tuple[str, int]]
+
+
+class Gateway(Roomlogs):
+    """roomlogs with SUBSCRIBE_MODE set, on one Redis or (seeds given) on the Cluster."""
+
+    def __init__(self, redis_url: str, workdir: Path, cpus: str | None, streams: int,
+                 *, source: Path, mode: str, seeds: str = "") -> None:  # fmt: skip
+        super().__init__(redis_url, workdir, cpus, streams, source=source)
+        self.mode = mode
+        self.seeds = seeds
+
+    def env(self) -> dict[str, str]:
+        env = {**super().env(), "SUBSCRIBE_MODE": self.mode}
+        if self.seeds:  # an empty REDIS_URL reads as unset
+            env.update(REDIS_URL="", REDIS_CLUSTER_NODES=self.seeds)
+        return env
+
+
+class CountingFeed(ScriptFeed):
+    """`ScriptFeed` that counts the bytes of the replies it gets (what Redis sent to it), and
+    connects ahead of a measured window (its setup calls stay out of it)."""
+
+    def __init__(self, redis_url: str, rooms: Sequence[str]) -> None:
+        super().__init__(redis_url, rooms)
+        self.reply_bytes = 0
+
+    async def connect(self) -> None:
+        self.conn = await self._connect()
+
+    async def send(self, batch: Batch) -> None:
+        await super().send(batch)
+        assert self.conn is not None
+        self.reply_bytes += sum(resp_size(r) for r in self.conn.replies)
+
+
+class ClusterFeed:
+    """The Cluster's publish script (SPUBLISH on the room's shard channel) on each room's
+    primary, one raw connection per primary; a tick's logs pipelined per node, the nodes in
+    parallel. Counts its reply bytes as `CountingFeed`."""
+
+    name = "cluster script"
+
+    def __init__(self, seeds: Nodes, rooms: Sequence[str]) -> None:
+        self.seeds = seeds
+        self.rooms = list(rooms)
+        self.conns: list[_Replies] = []
+        self.node_of: list[int] = []  # room index -> index into conns
+        self.heads: list[bytes] = []
+        self.reply_bytes = 0
+
+    async def connect(self) -> None:
+        from service.broker.keys import TAGGED  # type: ignore[attr-defined,unused-ignore]
+        from service.broker.script import (  # type: ignore[attr-defined,unused-ignore]
+            SHARDED_PUBLISH_SCRIPT,
+        )
+        from service.settings import Settings
+
+        host, port = self.seeds[0]
+        client = RedisCluster(host=host, port=port, protocol=2)
+        try:
+            await client.initialize()
+            await client.set(ENVELOPE_SECRET_KEY, secrets.token_hex(16), nx=True)
+            secret = await client.get(ENVELOPE_SECRET_KEY)
+            nodes: dict[tuple[str, int], int] = {}
+            for room in self.rooms:
+                found = client.get_node_from_key(TAGGED.channel(room))
+                assert found is not None
+                where = (str(found.host), int(found.port))
+                self.node_of.append(nodes.setdefault(where, len(nodes)))
+        finally:
+            await client.aclose()
+        assert isinstance(secret, bytes)
+        loop = asyncio.get_running_loop()
+        shas: list[bytes] = []
+        for host, port in nodes:
+            _, conn = await loop.create_connection(_Replies, host, port)
+            (sha,) = await conn.call(resp(b"SCRIPT", b"LOAD", SHARDED_PUBLISH_SCRIPT.encode()), 1)
+            assert isinstance(sha, bytes)
+            self.conns.append(conn)
+            shas.append(sha)
+        d = Settings()
+        limits = (b"%d" % d.history_max, b"%d" % d.history_ttl, secret)
+        for room, index in zip(self.rooms, self.node_of, strict=True):
+            keys = (TAGGED.history(room).encode(), TAGGED.channel(room).encode())
+            self.heads.append(b"*9\r\n" + bulk(b"EVALSHA", shas[index], b"2", *keys, *limits))
+
+    async def send(self, batch: Batch) -> None:
+        by_node: dict[int, list[bytes]] = {}
+        for room, log in batch:
+            by_node.setdefault(self.node_of[room], []).append(
+                b"%b$%d\r\n%b\r\n" % (self.heads[room], len(log), log)
+            )
+        replies = await asyncio.gather(
+            *(self.conns[n].call(b"".join(c), len(c)) for n, c in by_node.items())
+        )
+        self.reply_bytes += sum(resp_size(r) for rs in replies for r in rs)
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            if conn.transport is not None:
+                conn.transport.close()
+
+
+async def redis_totals(nodes: Nodes) -> tuple[int, int, float, int]:
+    """Summed over `nodes`: bytes out to clients, bytes out to replicas, CPU seconds, and the
+    bytes of these INFO replies themselves."""
+    out = repl = reply = 0
+    cpu = 0.0
+    for host, port in nodes:
+        info, size = await info_raw(port, "stats", "cpu", host=host)
+        out += int(info["total_net_output_bytes"])
+        repl += int(info.get("total_net_repl_output_bytes", 0))
+        cpu += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        reply += size
+    return out, repl, cpu, reply
+
+
+async def subscriptions(nodes: Nodes) -> tuple[int, int, int]:
+    """Pattern, channel and shard-channel subscriptions held by pub/sub connections, summed
+    over `nodes` (CLIENT LIST's psub, sub and ssub: per subscriber, where PUBSUB NUMPAT
+    counts distinct patterns)."""
+    totals = [0, 0, 0]
+    for host, port in nodes:
+        client = aioredis.Redis(host=host, port=port, protocol=2)
+        try:
+            raw = await client.execute_command("CLIENT", "LIST", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
+        finally:
+            await client.aclose()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        for entry in text.splitlines():
+            fields = dict(f.split("=", 1) for f in entry.split() if "=" in f)
+            for i, name in enumerate(("psub", "sub", "ssub")):
+                totals[i] += int(fields.get(name, 0))
+    return totals[0], totals[1], totals[2]
+
+
+class Topology:
+    """Where the gateways' Redis is: its nodes, the gateways' settings, the feed, a flush."""
+
+    def __init__(self, name: str, nodes: Nodes, redis_url: str, seeds: str = "") -> None:
+        self.name = name
+        self.nodes = nodes  # every node INFO is read from
+        self.redis_url = redis_url
+        self.seeds = seeds
+
+    def feed(self, rooms: Sequence[str]) -> CountingFeed | ClusterFeed:
+        if self.seeds:
+            return ClusterFeed(self.nodes, rooms)
+        return CountingFeed(self.redis_url, rooms)
+
+    async def flush(self) -> None:
+        for host, port in self.nodes:
+            client = aioredis.Redis(host=host, port=port, protocol=2)
+            try:
+                if (await client.info("replication"))["role"] == "master":
+                    await client.flushall()
+            finally:
+                await client.aclose()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, quiet: QuietCores) -> None:
+        self.args = args
+        self.quiet = quiet
+        self.token = mint_token(SECRET, rooms=["*"], ttl=6 * 3600, sub="bench")
+        self.rooms = [f"room-{i:04d}" for i in range(args.rooms)]
+
+    async def run(self, top: Topology, mode: str, count: int) -> Config:
+        args = self.args
+        c = Config(top.name, mode, count, args.rooms, args.per_room, args.rate)
+        parts = partition(self.rooms, count)
+        c.rooms_per_gateway = [len(p) for p in parts]
+        cpus = None if args.server_cpu is None else str(args.server_cpu)
+        gateways = [
+            Gateway(top.redis_url, args.workdir, cpus, args.rooms * args.per_room,
+                    source=args.source, mode=mode, seeds=top.seeds)
+            for _ in range(count)
+        ]  # fmt: skip
+        say(f"\n== {c.key}: logs in {shown(args.workdir)}")
+        await self.quiet.wait(say)
+        pools: list[Pool] = []
+        feed = top.feed(self.rooms)
+        try:
+            for g in gateways:
+                g.start()
+            await asyncio.gather(*(g.wait_ready() for g in gateways))
+            recorder = Recorder()
+            pools = [
+                Pool(g.port, [self.rooms[i] for i in part], self._request(g), LF_CONNECTED,
+                     recorder)
+                for g, part in zip(gateways, parts, strict=True)
+            ]  # fmt: skip
+            per = max(10, 100 // count)
+            await asyncio.gather(
+                *(p.open(args.per_room, concurrency=per, sampled=0) for p in pools if p.rooms)
+            )
+            await feed.connect()
+            await self.measure(c, top, gateways, pools, parts, feed)
+        except SetupError as exc:
+            c.error = str(exc)
+        finally:
+            await feed.close()
+            for p in pools:
+                await p.close()
+            for g in gateways:
+                if left := g.stop():
+                    say(f"  gateway processes outlived their stop and were killed: {left}")
+            await top.flush()
+        say(line(c))
+        return c
+
+    def _request(self, gateway: Gateway) -> Callable[[str], bytes]:
+        return lambda room: gateway.request(room, self.token)
+
+    async def measure(
+        self,
+        c: Config,
+        top: Topology,
+        gateways: Sequence[Gateway],
+        pools: Sequence[Pool],
+        parts: Sequence[Sequence[int]],
+        feed: CountingFeed | ClusterFeed,
+    ) -> None:
+        args = self.args
+        c.patterns, c.channels, c.shard_channels = await subscriptions(top.nodes)
+        if c.topology == "redis":
+            c.shard_channels = -1
+        if c.topology == "redis" and c.mode == "rooms" and c.patterns > 0:
+            c.note = "not in effect: the gateways hold PSUBSCRIBE (this build ignores it)"
+        cpu0 = [g.cpu_seconds() for g in gateways]
+        await asyncio.sleep(IDLE_S)
+        c.gateway_idle_core = [
+            (g.cpu_seconds() - a) / IDLE_S for g, a in zip(gateways, cpu0, strict=True)
+        ]
+        for p in pools:
+            p.rebase()
+        out0, repl0, rcpu0, reply0 = await redis_totals(top.nodes)
+        cores0, loadgen0, t0 = core_times(), time.process_time(), time.monotonic()
+        cpu0 = [g.cpu_seconds() for g in gateways]
+        count = round(args.rate * args.seconds)
+        run = await publish_at(
+            feed, LogFactory(args.payload_bytes), len(self.rooms), args.rate, count,
+            args.seconds * 1.5 + 2,
+        )  # fmt: skip
+        deadline = time.monotonic() + max(5.0, args.seconds)
+        behind = 0
+        for pool, part in zip(pools, parts, strict=True):
+            left = await pool.wait_all([run.per_room[i] for i in part], deadline)
+            behind += len(left)
+        c.wall_s = time.monotonic() - t0
+        c.gateway_cpu_s = [g.cpu_seconds() - a for g, a in zip(gateways, cpu0, strict=True)]
+        c.loadgen_core = (time.process_time() - loadgen0) / c.wall_s
+        c.cores = busy_shares(cores0, core_times())
+        out1, repl1, rcpu1, _ = await redis_totals(top.nodes)
+        c.sent, c.behind, c.complete = run.sent, behind, behind == 0 and run.sent == count
+        span = max(run.last_wall - run.first_wall, 1e-9)
+        c.publish_rate = (run.sent - 1) / span if run.sent > 1 else math.nan
+        c.redis_out_bytes = out1 - out0 - reply0
+        c.repl_out_bytes = repl1 - repl0
+        c.redis_cpu_s = rcpu1 - rcpu0
+        c.publisher_bytes = feed.reply_bytes
+        c.own_logs = [sum(run.per_room[i] for i in part) for part in parts]
+        assert sum(c.own_logs) == run.sent
+        assert owed(run.sent, len(self.rooms)) == run.per_room
+
+
+def cluster_missing() -> str | None:
+    """Why the Cluster cannot run from this tree, or None."""
+    if importlib.util.find_spec("service.broker.cluster") is None:
+        return "no Cluster broker in this build (service/broker/cluster.py)"
+    if importlib.util.find_spec("tests.support.cluster") is None:
+        return "no tests/support/cluster.py in this tree"
+    return None
+
+
+async def with_cluster(
+    args: argparse.Namespace, body: Callable[[Topology], Awaitable[None]]
+) -> None:
+    """Start the six-node cluster of tests/support/cluster.py, its nodes pinned to the client
+    core, run `body` on it, stop it."""
+    from tests.support.cluster import (  # type: ignore[import-not-found,unused-ignore]
+        RedisClusterProcesses,
+    )
+
+    cluster = RedisClusterProcesses()
+    try:
+        await asyncio.to_thread(cluster.start)
+        for node in cluster.nodes:
+            if args.client_cpu is not None and node.proc is not None:
+                os.sched_setaffinity(node.proc.pid, {args.client_cpu})
+        await body(Topology("cluster", cluster.addresses, "", cluster.seeds))
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scaleout", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    p.add_argument("--gateways", type=parse_counts, default=None, help="one Redis: 1,2,4,8")
+    p.add_argument("--modes", default="pattern,rooms", help="SUBSCRIBE_MODE values to run")
+    p.add_argument("--cluster-gateways", default="1,4", help="on the Cluster ('' or 0: skip)")
+    p.add_argument("--cluster-mode", default="pattern", choices=MODES)
+    p.add_argument("--rooms", type=int, default=1000)
+    p.add_argument("--per-room", type=int, default=None, help="streams per room (default 2)")
+    p.add_argument("--rate", type=float, default=2000.0, help="logs/s, round-robin over rooms")
+    p.add_argument("--seconds", type=float, default=None, help="each window (default 8)")
+    p.add_argument("--payload-bytes", type=int, default=256, help="size of one log's JSON")
+    p.add_argument("--quick", action="store_true", help="1 and 8 gateways, 1 stream a room, 4 s")
+    p.add_argument("--server-cpu", type=int, default=0, help="core for the gateways")
+    p.add_argument("--client-cpu", type=int, default=1, help="core for load generator + redis")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    p.add_argument("--quiet-wait", type=float, default=5, help="wait up to this for idle cores")
+    p.add_argument("--quiet-budget", type=float, default=30, help="total quiet waiting at most")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/)")
+    p.add_argument("--rev", default=None, help="run the gateways from this git revision")
+    args = p.parse_args(argv)
+    args.gateways = args.gateways or ([1, 8] if args.quick else [1, 2, 4, 8])
+    args.per_room = args.per_room or (1 if args.quick else 2)
+    args.seconds = args.seconds or (4.0 if args.quick else 8.0)
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or any(m not in MODES for m in args.modes):
+        p.error(f"--modes: a list of {', '.join(MODES)}")
+    raw = args.cluster_gateways
+    args.cluster_gateways = [] if raw in ("", "0") else parse_counts(raw)
+    if args.rate <= 0 or args.seconds <= 0 or args.rooms < 1 or args.per_room < 1:
+        p.error("--rate, --seconds, --rooms and --per-room must be positive")
+    if args.no_pin:
+        args.server_cpu = args.client_cpu = None
+    args.started = utc_stamp()
+    args.rev_commit = None
+    return args
+
+
+def pinning(args: argparse.Namespace) -> str:
+    if args.server_cpu is None:
+        return "unpinned"
+    return (
+        f"every gateway on core {args.server_cpu}, the load generator and redis-server (every "
+        f"node of the Cluster) on core {args.client_cpu}"
+    )
+
+
+def write(out: Path, args: argparse.Namespace, configs: Sequence[Config], **extra: Any) -> None:
+    write_result(
+        out, "scaleout", args, [], pinning=pinning(args),
+        configs=[asdict(c) for c in configs], **extra,
+    )  # fmt: skip
+
+
+async def amain(args: argparse.Namespace) -> int:
+    out = args.out or RESULTS_DIR / f"scaleout-{args.started}.json"
+    args.workdir = out.with_name(out.stem + "-logs")  # the gateways' output (git-ignored)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    cores = [c for c in (args.server_cpu, args.client_cpu) if c is not None]
+    quiet = QuietCores(cores, args.quiet_wait, args.quiet_budget)
+    configs: list[Config] = []
+    started = time.monotonic()
+    skipped = cluster_missing() if args.cluster_gateways else "not asked (--cluster-gateways 0)"
+    bench = Bench(args, quiet)
+
+    async def series(top: Topology, counts: Sequence[int], modes: Sequence[str]) -> None:
+        for count in counts:  # the modes interleaved, so noise spreads over both
+            for mode in modes:
+                configs.append(await bench.run(top, mode, count))
+                write(out, args, configs)  # what is done so far survives a crash
+
+    redis = PrivateRedis(args.client_cpu, extra=["--client-output-buffer-limit", "pubsub 0 0 0"])
+    with tempfile.TemporaryDirectory(prefix="roomlogs-scaleout-") as tmp:
+        try:
+            choose_source(args, Path(tmp), "gateways")
+            redis.start()
+            try:
+                await series(Topology("redis", [(HOST, redis.port)], redis.url), args.gateways,
+                             args.modes)  # fmt: skip
+            finally:
+                redis.stop()
+            if skipped is None:
+                await with_cluster(
+                    args, lambda top: series(top, args.cluster_gateways, [args.cluster_mode])
+                )
+        except (SetupError, RuntimeError, OSError) as exc:
+            say(f"setup failed: {exc}")
+            write(out, args, configs, cluster_skipped=skipped)
+            return 1
+    write(out, args, configs, cluster_skipped=skipped)
+    print(markdown(configs, pinning(args)))
+    if skipped:
+        print(f"\nRedis Cluster: not run ({skipped}).")
+    print(f"\nJSON: {shown(out)}")
+    say(f"took {(time.monotonic() - started) / 60:.1f} min")
+    return 2 if any(c.error or not c.complete for c in configs) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    problem = pin_load_generator(args.server_cpu, args.client_cpu)
+    if problem is not None:
+        say(f"setup failed: {problem}")
+        return 1
+    raise_nofile(args.rooms * args.per_room * 2 + 1024)
+    import uvloop
+
+    return uvloop.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
