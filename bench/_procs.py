@@ -145,6 +145,30 @@ def established_inodes(port: int) -> set[int]:
     return inodes
 
 
+def owners_of_ports(pids: Sequence[int], ports: set[int]) -> dict[int, int]:
+    """Local TCP port -> the process among `pids` holding that socket, for the ESTABLISHED
+    connections of `ports` (a Redis client's port in `CLIENT LIST` names its process)."""
+    by_inode: dict[int, int] = {}
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] != "01":
+                    continue
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if port in ports:
+                    by_inode[int(fields[9])] = port
+    out: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and int(target[8:-1]) in by_inode:
+                        out[by_inode[int(target[8:-1])]] = pid
+    return out
+
+
 def socket_count(pid: int, inodes: set[int]) -> int:
     """How many of `inodes` process `pid` holds open."""
     count = 0

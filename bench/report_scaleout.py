@@ -94,6 +94,7 @@ class Config:
     patterns: int = -1
     channels: int = -1
     shard_channels: int = -1  # Cluster only
+    gateway_subs: list[list[int]] = field(default_factory=list)  # each gateway's [psub, sub, ssub]
     redis_out_bytes: int = 0  # total_net_output_bytes delta minus the meter's own INFO reply
     publisher_bytes: int = 0  # what of it went to the publisher (its replies, counted here)
     repl_out_bytes: int = 0  # total_net_repl_output_bytes delta (to replicas)
@@ -213,25 +214,61 @@ def row(c: Config, configs: Sequence[Config]) -> list[str]:
     ]
 
 
+def one_delivery(configs: Sequence[Config]) -> float:
+    """Bytes out of one delivery: one gateway's pattern subscription, one log."""
+    for c in configs:
+        if (c.topology, c.mode, c.gateways) == ("redis", "pattern", 1) and c.sent:
+            return c.bytes_per_log
+    return math.nan
+
+
 def saturation(configs: Sequence[Config]) -> list[str]:
     """When one Redis saturates, from this run's bytes and CPU per log and the sourced
     deliveries/s ceiling."""
     out: list[str] = []
+    unit = one_delivery(configs)
     for c in configs:
         if c.topology != "redis" or c.error or not c.sent:
             continue
-        single = single_of(c, configs)
-        per_log = (
-            c.bytes_per_log / single.bytes_per_log if single and single.bytes_per_log else math.nan
-        )
+        per_log = c.bytes_per_log / unit if unit else math.nan
+        logs = DELIVERIES_CEILING / per_log if per_log else math.nan
+        core = 1e6 / c.redis_us_per_log if c.redis_us_per_log else math.nan
         out.append(
             f"- {c.mode}, {c.gateways} gateway(s): {fmt(per_log, '.2f')} deliveries per log "
-            f"(bytes out / one gateway's) → {DELIVERIES_CEILING:,} deliveries/s is "
-            f"{fmt(DELIVERIES_CEILING / per_log if per_log else math.nan, ',.0f')} logs/s; "
-            f"Redis CPU {fmt(c.redis_us_per_log, '.1f')} µs/log here → one core at "
-            f"{fmt(1e6 / c.redis_us_per_log if c.redis_us_per_log else math.nan, ',.0f')} logs/s"
+            f"(bytes out / one pattern delivery's) → {DELIVERIES_CEILING:,} deliveries/s is "
+            f"{fmt(logs, ',.0f')} logs/s; Redis CPU {fmt(c.redis_us_per_log, '.1f')} µs/log "
+            f"here → one core at {fmt(core, ',.0f')} logs/s"
         )
     return out
+
+
+EACH_HEAD: Final = (
+    "topology", "mode", "gateway", "rooms", "logs of its rooms", "psub / sub / ssub",
+    "CPU s (idle out)", "µs / own-room log",
+)  # fmt: skip
+
+
+def each_gateway(configs: Sequence[Config]) -> list[list[str]]:
+    """Per gateway, for the most gateways of each topology and mode."""
+    rows: list[list[str]] = []
+    most: dict[tuple[str, str], Config] = {}
+    for c in configs:
+        if not c.error and c.gateways > 1 and c.sent:
+            key = (c.topology, c.mode)
+            if key not in most or c.gateways > most[key].gateways:
+                most[key] = c
+    for c in most.values():
+        own = c.own_us()
+        for g in range(c.gateways):
+            subs = c.gateway_subs[g] if g < len(c.gateway_subs) else [0, 0, 0]
+            rows.append(
+                [
+                    c.topology, c.mode, f"{g + 1} of {c.gateways}", str(c.rooms_per_gateway[g]),
+                    f"{c.own_logs[g]:,}", " / ".join(str(n) for n in subs),
+                    fmt(c.busy_s(g), ".2f"), fmt(own[g] if g < len(own) else math.nan, ".1f"),
+                ]
+            )  # fmt: skip
+    return rows
 
 
 def markdown(configs: Sequence[Config], pinning: str) -> str:
@@ -248,6 +285,8 @@ def markdown(configs: Sequence[Config], pinning: str) -> str:
             *table(HEAD, [row(c, configs) for c in chosen]),
             "",
         ]
+    if each := each_gateway(configs):
+        out += ["#### Each gateway, at the most gateways", "", *table(EACH_HEAD, each), ""]
     notes = sorted({f"(*) {c.mode}: {c.note}" for c in configs if c.note})
     out += notes + ([""] if notes else [])
     pub = [c.publisher_bytes / c.sent for c in configs if c.sent]

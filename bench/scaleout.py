@@ -49,7 +49,7 @@ from service.auth import mint_token
 from service.broker.envelope import ENVELOPE_SECRET_KEY
 
 from ._common import HOST, RESULTS_DIR, SECRET, SetupError, say, shown
-from ._procs import busy_shares, core_times, pin_load_generator, raise_nofile
+from ._procs import busy_shares, core_times, owners_of_ports, pin_load_generator, raise_nofile
 from ._redis import PrivateRedis, info_raw
 from .cases import parse_counts
 from .metering import QuietCores
@@ -179,11 +179,10 @@ async def redis_totals(nodes: Nodes) -> tuple[int, int, float, int]:
     return out, repl, cpu, reply
 
 
-async def subscriptions(nodes: Nodes) -> tuple[int, int, int]:
-    """Pattern, channel and shard-channel subscriptions held by pub/sub connections, summed
-    over `nodes` (CLIENT LIST's psub, sub and ssub: per subscriber, where PUBSUB NUMPAT
-    counts distinct patterns)."""
-    totals = [0, 0, 0]
+async def subscriptions(nodes: Nodes) -> list[tuple[int, int, int, int]]:
+    """Every pub/sub connection on `nodes`: (its client port, psub, sub, ssub), from CLIENT
+    LIST (per subscriber, where PUBSUB NUMPAT counts distinct patterns)."""
+    out = []
     for host, port in nodes:
         client = aioredis.Redis(host=host, port=port, protocol=2)
         try:
@@ -192,10 +191,31 @@ async def subscriptions(nodes: Nodes) -> tuple[int, int, int]:
             await client.aclose()
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         for entry in text.splitlines():
-            fields = dict(f.split("=", 1) for f in entry.split() if "=" in f)
-            for i, name in enumerate(("psub", "sub", "ssub")):
-                totals[i] += int(fields.get(name, 0))
-    return totals[0], totals[1], totals[2]
+            f = dict(part.split("=", 1) for part in entry.split() if "=" in part)
+            where = int(f["addr"].rsplit(":", 1)[1])
+            out.append((where, int(f["psub"]), int(f["sub"]), int(f.get("ssub", 0))))
+    return out
+
+
+def held(c: Config, gateways: Sequence[Gateway], subs: Sequence[tuple[int, int, int, int]]) -> None:
+    """The subscriptions in all, and each gateway's (its process found by the socket)."""
+    c.patterns, c.channels, c.shard_channels = (sum(s[i] for s in subs) for i in (1, 2, 3))
+    owners = owners_of_ports([p for g in gateways for p in g.pids], {s[0] for s in subs})
+    index = {pid: i for i, g in enumerate(gateways) for pid in g.pids}
+    c.gateway_subs = [[0, 0, 0] for _ in gateways]
+    for where, *counts in subs:
+        if (pid := owners.get(where)) is not None:
+            for k, n in enumerate(counts):
+                c.gateway_subs[index[pid]][k] += n
+    if c.topology == "redis":
+        c.shard_channels = -1
+        if c.mode == "rooms" and c.channels == 0:
+            c.note = "not in effect: no room subscriptions (this build ignores it)"
+        elif c.mode == "rooms" and c.patterns:
+            c.note = (
+                "pattern subscriptions beside the rooms' (the plain PUBLISH keepers): each gets "
+                "every log"
+            )
 
 
 class Topology:
@@ -286,11 +306,7 @@ class Bench:
         feed: CountingFeed | ClusterFeed,
     ) -> None:
         args = self.args
-        c.patterns, c.channels, c.shard_channels = await subscriptions(top.nodes)
-        if c.topology == "redis":
-            c.shard_channels = -1
-        if c.topology == "redis" and c.mode == "rooms" and c.patterns > 0:
-            c.note = "not in effect: the gateways hold PSUBSCRIBE (this build ignores it)"
+        held(c, gateways, await subscriptions(top.nodes))
         cpu0 = [g.cpu_seconds() for g in gateways]
         await asyncio.sleep(IDLE_S)
         c.gateway_idle_core = [

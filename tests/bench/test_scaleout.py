@@ -104,6 +104,7 @@ def config(mode: str, gateways: int, **fields: Any) -> Config:
         "gateway_cpu_s": [cpu / gateways + 0.01 * 8.0] * gateways,
         "gateway_idle_core": [0.01] * gateways,
         "own_logs": own,
+        "gateway_subs": [[1, 0, 0] if mode == "pattern" else [0, 1000 // gateways, 0]] * gateways,
         **fields,
     }
     return Config("redis", mode, gateways, **values)
@@ -143,6 +144,8 @@ def test_markdown_from_a_fixed_sample() -> None:
     assert "pattern, 8 gateway(s): 8.00 deliveries per log" in text
     assert "81,250 logs/s" in text  # 650,000 / 8
     assert "Redis Cluster" not in text
+    assert "| redis | pattern | 8 of 8 | 125 | 2,000 | 1 / 0 / 0 | 0.28 | 137.5 |" in text
+    assert "| redis | rooms | 8 of 8 | 125 | 2,000 | 0 / 125 / 0 | 0.10 | 50.0 |" in text
 
 
 def test_a_config_survives_the_json() -> None:
