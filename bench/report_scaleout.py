@@ -140,27 +140,48 @@ class Config:
         ]
 
 
-def foreign_us(config: Config, single: Config | None) -> float:
-    """What a gateway spends per log of a room it does not serve, estimated: its CPU beyond its
-    idle rate, minus its own rooms' logs at the one-gateway cost per log (`single`, same mode
-    and topology, where every log is its own), over the logs of the other gateways' rooms."""
-    if single is None or config.gateways < 2 or not config.sent or not single.sent:
+def single_of(config: Config, configs: Sequence[Config]) -> Config | None:
+    """The one-gateway run of `config`'s topology and mode."""
+    for c in configs:
+        if (c.topology, c.mode, c.gateways) == (config.topology, config.mode, 1):
+            return c
+    return None
+
+
+def own_room_us(config: Config, configs: Sequence[Config]) -> tuple[float, str]:
+    """What a gateway spends per log of its own rooms, at `config`'s number of gateways: over
+    the gateways of the rooms-mode run with as many gateways that hold no pattern (they
+    receive their rooms' logs and nothing else); else the one-gateway run of the same mode
+    (every log its own). Returns the µs and which of the two it is."""
+    for c in configs:
+        if (c.topology, c.mode, c.gateways) != (config.topology, "rooms", config.gateways):
+            continue
+        pure = [
+            g
+            for g in range(c.gateways)
+            if g < len(c.gateway_subs) and c.gateway_subs[g][0] == 0 and c.gateway_subs[g][1]
+        ]
+        own = sum(c.own_logs[g] for g in pure)
+        if own and not c.error:
+            return sum(c.busy_s(g) for g in pure) * 1e6 / own, "rooms gateways without a pattern"
+    single = single_of(config, configs)
+    if single is None or not single.sent:
+        return math.nan, "none"
+    return single.gateways_us_per_log, "one gateway"
+
+
+def foreign_us(config: Config, configs: Sequence[Config]) -> float:
+    """What the gateways spend per log of a room they do not serve, estimated: their CPU
+    beyond their idle rate, minus their own rooms' logs at `own_room_us`, over the logs of the
+    other gateways' rooms (a rooms-mode gateway receives none, unless it holds a pattern)."""
+    if config.gateways < 2 or not config.sent:
         return math.nan
-    own_cost = single.gateways_us_per_log / 1e6
-    spent = sum(config.busy_s(g) - own_cost * config.own_logs[g] for g in range(config.gateways))
+    own_us, _ = own_room_us(config, configs)
+    spent = sum(
+        config.busy_s(g) - own_us / 1e6 * config.own_logs[g] for g in range(config.gateways)
+    )
     foreign = sum(config.sent - config.own_logs[g] for g in range(config.gateways))
     return spent * 1e6 / foreign if foreign else math.nan
-
-
-def single_of(config: Config, configs: Sequence[Config]) -> Config | None:
-    return next(
-        (
-            c
-            for c in configs
-            if c.topology == config.topology and c.mode == config.mode and c.gateways == 1
-        ),
-        None,
-    )
 
 
 def _ratio(value: float, ref: float | None) -> str:
@@ -210,7 +231,7 @@ def row(c: Config, configs: Sequence[Config]) -> list[str]:
         _ratio(c.redis_us_per_log, single.redis_us_per_log if single else None),
         fmt(c.gateways_us_per_log, ".1f"),
         _span(c.own_us(), ".1f"),
-        fmt(foreign_us(c, single), ".1f"),
+        fmt(foreign_us(c, configs), ".1f"),
     ]
 
 
@@ -296,7 +317,10 @@ def markdown(configs: Sequence[Config], pinning: str) -> str:
         f"it parsed: {_span(pub, '.0f')} B/log); summed over every node of a Cluster, where "
         "replication to the replicas is apart (`total_net_repl_output_bytes`). CPU: INFO cpu "
         "for Redis, /proc utime+stime for each gateway minus its idle rate (streams open, no "
-        "logs).",
+        "logs). µs / other-room log: the gateways' CPU minus their own rooms' logs at the cost "
+        "per own-room log of the rooms-mode gateways without a pattern subscription at the same "
+        "number of gateways (they receive nothing else; else the one-gateway cost), over the "
+        "other gateways' logs.",
         "",
         "When one Redis saturates:",
         "",

@@ -20,6 +20,7 @@ from bench.report_scaleout import (
     config_of,
     foreign_us,
     markdown,
+    own_room_us,
     partition,
     resp_size,
     server_name,
@@ -124,11 +125,23 @@ def test_bytes_and_cpu_per_log() -> None:
 
 
 def test_other_room_logs_cost_what_is_left_after_the_own_rooms() -> None:
-    one, one_rooms, eight, eight_rooms = sample()
+    configs = sample()
+    one, _, eight, eight_rooms = configs
     # pattern: 0.2 s per extra gateway over 7 x 16,000 other-room logs in all
-    assert math.isclose(foreign_us(eight, one), 0.2 * 7 * 1e6 / (7 * 16_000))
-    assert math.isclose(foreign_us(eight_rooms, one_rooms), 0.0, abs_tol=1e-9)
-    assert math.isnan(foreign_us(one, one))
+    assert math.isclose(foreign_us(eight, configs), 0.2 * 7 * 1e6 / (7 * 16_000))
+    assert math.isclose(foreign_us(eight_rooms, configs), 0.0, abs_tol=1e-9)
+    assert math.isnan(foreign_us(one, configs))
+
+
+def test_own_room_cost_from_the_rooms_gateways_that_hold_no_pattern() -> None:
+    configs = sample()
+    eight, eight_rooms = configs[2], configs[3]
+    # a keeper: one rooms-mode gateway also holds a pattern and spends 0.16 s more
+    eight_rooms.gateway_subs[0] = [1, 125, 0]
+    eight_rooms.gateway_cpu_s[0] += 0.16
+    assert own_room_us(eight, configs) == (50.0, "rooms gateways without a pattern")
+    assert math.isclose(foreign_us(eight_rooms, configs), 0.16 * 1e6 / (7 * 16_000))
+    assert own_room_us(eight, configs[:3]) == (50.0, "one gateway")
 
 
 def test_markdown_from_a_fixed_sample() -> None:
