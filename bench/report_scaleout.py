@@ -87,6 +87,7 @@ class Config:
     publish_rate: float = math.nan
     complete: bool = False  # every stream got every log of its room
     behind: int = 0  # streams that did not
+    extra: int = 0  # logs received beyond their room's, all streams (a log delivered twice)
     wall_s: float = math.nan  # the measured window: first send to the last delivery
     # Subscriptions the gateways hold, summed over their connections (CLIENT LIST's psub,
     # sub, ssub; over every node of a Cluster): a pattern each in pattern mode, a room each
@@ -95,9 +96,12 @@ class Config:
     channels: int = -1
     shard_channels: int = -1  # Cluster only
     gateway_subs: list[list[int]] = field(default_factory=list)  # each gateway's [psub, sub, ssub]
-    redis_out_bytes: int = 0  # total_net_output_bytes delta minus the meter's own INFO reply
+    # total_net_output_bytes delta minus the meter's own INFO reply and the replication stream
+    redis_out_bytes: int = 0
     publisher_bytes: int = 0  # what of it went to the publisher (its replies, counted here)
+    node_out_bytes: list[int] = field(default_factory=list)  # each node's delta (INFO included)
     repl_out_bytes: int = 0  # total_net_repl_output_bytes delta (to replicas)
+    commands_per_log: dict[str, float] = field(default_factory=dict)  # INFO commandstats
     redis_cpu_s: float = math.nan  # INFO cpu used_cpu_user + used_cpu_sys delta, all nodes
     gateway_cpu_s: list[float] = field(default_factory=list)  # each gateway, the window
     gateway_idle_core: list[float] = field(default_factory=list)  # each, streams open, no logs
@@ -217,7 +221,7 @@ def row(c: Config, configs: Sequence[Config]) -> list[str]:
     single = single_of(c, configs)
     if c.error:
         return [c.mode, str(c.gateways), f"error: {c.error}", *["n/a"] * (len(HEAD) - 3)]
-    complete = "yes" if c.complete else f"no ({c.behind} behind)"
+    complete = "yes" if c.complete else f"no ({c.behind} streams behind, {c.extra} extra logs)"
     return [
         c.mode + (" (*)" if c.note else ""),
         str(c.gateways),
@@ -311,11 +315,14 @@ def markdown(configs: Sequence[Config], pinning: str) -> str:
     notes = sorted({f"(*) {c.mode}: {c.note}" for c in configs if c.note})
     out += notes + ([""] if notes else [])
     pub = [c.publisher_bytes / c.sent for c in configs if c.sent]
+    repl = [c.repl_out_bytes / c.sent for c in configs if c.sent and c.topology == "cluster"]
     out += [
         f"Pinning: {pinning}. Redis B out / log: INFO `total_net_output_bytes` over the window, "
         "minus the meter's own INFO reply and the publisher's replies (counted from the replies "
-        f"it parsed: {_span(pub, '.0f')} B/log); summed over every node of a Cluster, where "
-        "replication to the replicas is apart (`total_net_repl_output_bytes`). CPU: INFO cpu "
+        f"it parsed: {_span(pub, '.0f')} B/log) and the replication stream "
+        "(`total_net_repl_output_bytes`, which Redis 7.0 counts in both; "
+        f"{_span(repl, ',.0f')} B/log to the Cluster's replicas), summed over every node of a "
+        "Cluster. CPU: INFO cpu "
         "for Redis, /proc utime+stime for each gateway minus its idle rate (streams open, no "
         "logs). µs / other-room log: the gateways' CPU minus their own rooms' logs at the cost "
         "per own-room log of the rooms-mode gateways without a pattern subscription at the same "

@@ -13,8 +13,9 @@ over the rooms with the service's publish script (`ScriptFeed`; on the Cluster t
 script on each room's primary). Over that window it reads:
 
 - Redis' bytes out per log: INFO `total_net_output_bytes` (every node of a Cluster), minus the
-  meter's own INFO reply and the publisher's replies, which the publisher counts from what it
-  parsed: what is left went to the gateways (Redis 7.0 has no per-client byte counters);
+  meter's own INFO reply, the replication stream (`total_net_repl_output_bytes`, which 7.0
+  counts in both) and the publisher's replies, which the publisher counts from what it parsed:
+  what is left went to the gateways (Redis 7.0 has no per-client byte counters);
 - Redis' CPU per log (INFO cpu, used_cpu_user + used_cpu_sys);
 - each gateway's CPU (/proc/PID/stat) minus its idle rate, per log of its own rooms, and an
   estimate of what it spends per log of a room it does not serve (report_scaleout.foreign_us).
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -165,18 +166,31 @@ class ClusterFeed:
                 conn.transport.close()
 
 
-async def redis_totals(nodes: Nodes) -> tuple[int, int, float, int]:
-    """Summed over `nodes`: bytes out to clients, bytes out to replicas, CPU seconds, and the
-    bytes of these INFO replies themselves."""
-    out = repl = reply = 0
-    cpu = 0.0
+@dataclass
+class Totals:
+    """Redis counters at one moment, over the nodes."""
+
+    out: list[int]  # each node's total_net_output_bytes
+    repl: int  # total_net_repl_output_bytes
+    cpu: float  # used_cpu_user + used_cpu_sys
+    calls: dict[str, int]  # INFO commandstats: calls per command
+    reply: int  # the bytes of these INFO replies themselves
+
+
+async def redis_totals(nodes: Nodes) -> Totals:
+    t = Totals([], 0, 0.0, {}, 0)
     for host, port in nodes:
-        info, size = await info_raw(port, "stats", "cpu", host=host)
-        out += int(info["total_net_output_bytes"])
-        repl += int(info.get("total_net_repl_output_bytes", 0))
-        cpu += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-        reply += size
-    return out, repl, cpu, reply
+        info, size = await info_raw(port, "stats", "cpu", "commandstats", host=host)
+        t.out.append(int(info["total_net_output_bytes"]))
+        t.repl += int(info.get("total_net_repl_output_bytes", 0))
+        t.cpu += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        t.reply += size
+        for key, value in info.items():
+            if key.startswith("cmdstat_") and key != "cmdstat_info":
+                calls = int(value.split(",", 1)[0].removeprefix("calls="))
+                name = key.removeprefix("cmdstat_")
+                t.calls[name] = t.calls.get(name, 0) + calls
+    return t
 
 
 async def subscriptions(nodes: Nodes) -> list[tuple[int, int, int, int]]:
@@ -314,7 +328,7 @@ class Bench:
         ]
         for p in pools:
             p.rebase()
-        out0, repl0, rcpu0, reply0 = await redis_totals(top.nodes)
+        r0 = await redis_totals(top.nodes)
         cores0, loadgen0, t0 = core_times(), time.process_time(), time.monotonic()
         cpu0 = [g.cpu_seconds() for g in gateways]
         count = round(args.rate * args.seconds)
@@ -331,13 +345,28 @@ class Bench:
         c.gateway_cpu_s = [g.cpu_seconds() - a for g, a in zip(gateways, cpu0, strict=True)]
         c.loadgen_core = (time.process_time() - loadgen0) / c.wall_s
         c.cores = busy_shares(cores0, core_times())
-        out1, repl1, rcpu1, _ = await redis_totals(top.nodes)
-        c.sent, c.behind, c.complete = run.sent, behind, behind == 0 and run.sent == count
+        r1 = await redis_totals(top.nodes)
+        await asyncio.sleep(0.3)  # a log delivered twice would show by now
+        c.extra = sum(
+            max(0, s.received - s.base - run.per_room[part[s.room]])
+            for pool, part in zip(pools, parts, strict=True)
+            for s in pool.streams
+        )
+        c.sent, c.behind = run.sent, behind
+        c.complete = behind == 0 and run.sent == count and c.extra == 0
         span = max(run.last_wall - run.first_wall, 1e-9)
         c.publish_rate = (run.sent - 1) / span if run.sent > 1 else math.nan
-        c.redis_out_bytes = out1 - out0 - reply0
-        c.repl_out_bytes = repl1 - repl0
-        c.redis_cpu_s = rcpu1 - rcpu0
+        c.node_out_bytes = [b - a for a, b in zip(r0.out, r1.out, strict=True)]
+        c.repl_out_bytes = r1.repl - r0.repl
+        # Redis 7.0's total_net_output_bytes counts the replication stream too (measured: a
+        # shard primary's grew by a subscriber's message + the reply + the replica's stream).
+        c.redis_out_bytes = sum(c.node_out_bytes) - r0.reply - c.repl_out_bytes
+        c.redis_cpu_s = r1.cpu - r0.cpu
+        c.commands_per_log = {
+            name: (n - r0.calls.get(name, 0)) / run.sent
+            for name, n in sorted(r1.calls.items())
+            if n > r0.calls.get(name, 0) and run.sent
+        }
         c.publisher_bytes = feed.reply_bytes
         c.own_logs = [sum(run.per_room[i] for i in part) for part in parts]
         assert sum(c.own_logs) == run.sent
