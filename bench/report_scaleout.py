@@ -320,9 +320,9 @@ def markdown(configs: Sequence[Config], pinning: str) -> str:
         f"Pinning: {pinning}. Redis B out / log: INFO `total_net_output_bytes` over the window, "
         "minus the meter's own INFO reply and the publisher's replies (counted from the replies "
         f"it parsed: {_span(pub, '.0f')} B/log) and the replication stream "
-        "(`total_net_repl_output_bytes`, which Redis 7.0 counts in both; "
-        f"{_span(repl, ',.0f')} B/log to the Cluster's replicas), summed over every node of a "
-        "Cluster. CPU: INFO cpu "
+        "(`total_net_repl_output_bytes`, which Redis 7.0 counts in both"
+        + (f"; {_span(repl, ',.0f')} B/log to the Cluster's replicas" if repl else "")
+        + "), summed over every node of a Cluster. CPU: INFO cpu "
         "for Redis, /proc utime+stime for each gateway minus its idle rate (streams open, no "
         "logs). µs / other-room log: the gateways' CPU minus their own rooms' logs at the cost "
         "per own-room log of the rooms-mode gateways without a pattern subscription at the same "
