@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
@@ -56,7 +57,7 @@ from .cases import parse_counts
 from .metering import QuietCores
 from .publishers import Batch, LogFactory, ScriptFeed, _Replies, bulk, owed, publish_at, resp
 from .reader import LF_CONNECTED, Pool, Recorder
-from .report_scaleout import Config, line, markdown, partition, resp_size
+from .report_scaleout import Config, configs_of, line, markdown, partition, resp_size
 from .results import choose_source, utc_stamp, write_result
 from .systems import Roomlogs
 
@@ -423,6 +424,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet-budget", type=float, default=30, help="total quiet waiting at most")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/)")
     p.add_argument("--rev", default=None, help="run the gateways from this git revision")
+    p.add_argument(
+        "--render", type=Path, nargs="+", default=None, metavar="JSON",
+        help="print the tables of these results (their configurations together), run nothing",
+    )  # fmt: skip
     args = p.parse_args(argv)
     args.gateways = args.gateways or ([1, 8] if args.quick else [1, 2, 4, 8])
     args.per_room = args.per_room or (1 if args.quick else 2)
@@ -501,8 +506,27 @@ async def amain(args: argparse.Namespace) -> int:
     return 2 if any(c.error or not c.complete for c in configs) else 0
 
 
+def render(paths: Sequence[Path]) -> str:
+    """The Markdown of one or more result files, e.g. one Redis and a Cluster run apart; a
+    configuration (topology, mode, gateways) found in an earlier file is not read again."""
+    docs = [orjson.loads(p.read_bytes()) for p in paths]
+    configs: list[Config] = []
+    for doc in docs:
+        seen = {c.key for c in configs}
+        configs += [c for c in configs_of(doc) if c.key not in seen]
+    sources = "; ".join(
+        f"`{doc['command']}` at {doc['started']} (commit "
+        f"{doc['environment']['git_commit'][:10] or 'n/a: not a git tree'})"
+        for doc in docs
+    )
+    return markdown(configs, docs[0].get("pinning", "")) + f"\n\nFrom {sources}."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        print(render(args.render))
+        return 0
     problem = pin_load_generator(args.server_cpu, args.client_cpu)
     if problem is not None:
         say(f"setup failed: {problem}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import hiredis
@@ -26,7 +27,7 @@ from bench.report_scaleout import (
     server_name,
 )
 from bench.results import json_safe
-from bench.scaleout import parse_args
+from bench.scaleout import parse_args, render
 
 ROOMS = [f"room-{i:04d}" for i in range(1000)]
 
@@ -175,3 +176,27 @@ def test_flags() -> None:
     assert full.modes == ["pattern", "rooms"]
     assert full.cluster_gateways == [1, 4]
     assert parse_args(["--cluster-gateways", "0"]).cluster_gateways == []
+
+
+def test_render_reads_results_and_keeps_a_configuration_once(tmp_path: Path) -> None:
+    configs = sample()
+    cluster = config("pattern", 4)
+    cluster.topology = "cluster"
+
+    def doc(chosen: list[Config], commit: str) -> dict[str, Any]:
+        return {
+            "command": "python -m bench.scaleout",
+            "started": "20261203T000000Z",
+            "environment": {"git_commit": commit},
+            "pinning": "pinned",
+            "configs": [asdict(c) for c in chosen],
+        }
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_bytes(orjson.dumps(json_safe(doc(configs, "c580cc8777aa"))))
+    second.write_bytes(orjson.dumps(json_safe(doc([configs[0], cluster], ""))))
+    text = render([first, second])
+    assert text.count("| pattern | 1 | 1000 |") == 1
+    assert "### Redis Cluster, 3 shards" in text
+    assert "(commit c580cc8777); " in text
+    assert text.endswith("(commit n/a: not a git tree).")
