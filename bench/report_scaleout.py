@@ -99,6 +99,11 @@ class Config:
     # total_net_output_bytes delta minus the meter's own INFO reply and the replication stream
     redis_out_bytes: int = 0
     publisher_bytes: int = 0  # what of it went to the publisher (its replies, counted here)
+    # What Redis sent on each connection (tcp_info, `ss`): to pattern-only subscribers (pattern
+    # mode's, the keepers), to room subscribers, and to each gateway's connections in all.
+    pattern_sub_bytes: int = -1
+    room_sub_bytes: int = -1
+    gateway_in_bytes: list[int] = field(default_factory=list)
     node_out_bytes: list[int] = field(default_factory=list)  # each node's delta (INFO included)
     repl_out_bytes: int = 0  # total_net_repl_output_bytes delta (to replicas)
     commands_per_log: dict[str, float] = field(default_factory=dict)  # INFO commandstats
@@ -211,10 +216,21 @@ def _subscriptions(c: Config) -> str:
 
 HEAD: Final = (
     "mode", "gateways", "rooms / gateway", "logs sent (logs/s)", "every stream every log",
-    "Redis subscriptions", "Redis B out / log", "vs 1 gateway", "Redis µs / log",
+    "Redis subscriptions", "Redis B out / log", "vs 1 gateway",
+    "of it to pattern / room subs (tcp_info)", "Redis µs / log",
     "vs 1 gateway", "gateways µs / log (all)", "µs / own-room log, each gateway",
     "µs / other-room log (est.)",
 )  # fmt: skip
+
+
+def _per_log(count: int, c: Config) -> str:
+    return fmt(count / c.sent if c.sent and count >= 0 else math.nan, ",.0f")
+
+
+def _split(c: Config) -> str:
+    if c.pattern_sub_bytes < 0:
+        return "n/a"
+    return f"{_per_log(c.pattern_sub_bytes, c)} / {_per_log(c.room_sub_bytes, c)}"
 
 
 def _foreign(c: Config, configs: Sequence[Config]) -> str:
@@ -238,6 +254,7 @@ def row(c: Config, configs: Sequence[Config]) -> list[str]:
         _subscriptions(c),
         fmt(c.bytes_per_log, ",.0f"),
         _ratio(c.bytes_per_log, single.bytes_per_log if single else None),
+        _split(c),
         fmt(c.redis_us_per_log, ".1f"),
         _ratio(c.redis_us_per_log, single.redis_us_per_log if single else None),
         fmt(c.gateways_us_per_log, ".1f"),
@@ -276,7 +293,7 @@ def saturation(configs: Sequence[Config]) -> list[str]:
 
 EACH_HEAD: Final = (
     "topology", "mode", "gateway", "rooms", "logs of its rooms", "psub / sub / ssub",
-    "CPU s (idle out)", "µs / own-room log",
+    "B received / log (tcp_info)", "CPU s (idle out)", "µs / own-room log",
 )  # fmt: skip
 
 
@@ -297,6 +314,7 @@ def each_gateway(configs: Sequence[Config]) -> list[list[str]]:
                 [
                     c.topology, c.mode, f"{g + 1} of {c.gateways}", str(c.rooms_per_gateway[g]),
                     f"{c.own_logs[g]:,}", " / ".join(str(n) for n in subs),
+                    _per_log(c.gateway_in_bytes[g] if g < len(c.gateway_in_bytes) else -1, c),
                     fmt(c.busy_s(g), ".2f"), fmt(own[g] if g < len(own) else math.nan, ".1f"),
                 ]
             )  # fmt: skip
@@ -315,6 +333,17 @@ def markdown(configs: Sequence[Config], pinning: str) -> str:
             f"{fmt(first.rate, ',.0f')} logs/s round-robin, each room's streams on its gateway",
             "",
             *table(HEAD, [row(c, configs) for c in chosen]),
+            "",
+        ]
+    checks = [
+        f"{c.key} {_per_log(sum(c.gateway_in_bytes), c)} vs {fmt(c.bytes_per_log, ',.0f')}"
+        for c in configs
+        if c.gateway_in_bytes and c.sent
+    ]
+    if checks:
+        out += [
+            "Cross-check, B / log Redis sent on the gateways' connections (tcp_info) against "
+            "the INFO figure: " + "; ".join(checks) + ".",
             "",
         ]
     if each := each_gateway(configs):

@@ -51,7 +51,14 @@ from service.auth import mint_token
 from service.broker.envelope import ENVELOPE_SECRET_KEY
 
 from ._common import HOST, RESULTS_DIR, SECRET, SetupError, say, shown
-from ._procs import busy_shares, core_times, owners_of_ports, pin_load_generator, raise_nofile
+from ._procs import (
+    busy_shares,
+    core_times,
+    owners_of_ports,
+    pin_load_generator,
+    raise_nofile,
+    tcp_bytes_sent,
+)
 from ._redis import PrivateRedis, info_raw
 from .cases import parse_counts
 from .metering import QuietCores
@@ -194,10 +201,13 @@ async def redis_totals(nodes: Nodes) -> Totals:
     return t
 
 
-async def subscriptions(nodes: Nodes) -> list[tuple[int, int, int, int]]:
-    """Every pub/sub connection on `nodes`: (its client port, psub, sub, ssub), from CLIENT
-    LIST (per subscriber, where PUBSUB NUMPAT counts distinct patterns)."""
-    out = []
+Sub = tuple[tuple[int, int], int, int, int]  # ((node port, client port), psub, sub, ssub)
+
+
+async def subscriptions(nodes: Nodes) -> list[Sub]:
+    """Every pub/sub connection on `nodes`, from CLIENT LIST (per subscriber, where PUBSUB
+    NUMPAT counts distinct patterns)."""
+    out: list[Sub] = []
     for host, port in nodes:
         client = aioredis.Redis(host=host, port=port, protocol=2)
         try:
@@ -207,18 +217,20 @@ async def subscriptions(nodes: Nodes) -> list[tuple[int, int, int, int]]:
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         for entry in text.splitlines():
             f = dict(part.split("=", 1) for part in entry.split() if "=" in part)
-            where = int(f["addr"].rsplit(":", 1)[1])
+            where = (port, int(f["addr"].rsplit(":", 1)[1]))
             out.append((where, int(f["psub"]), int(f["sub"]), int(f.get("ssub", 0))))
     return out
 
 
-def held(c: Config, gateways: Sequence[Gateway], subs: Sequence[tuple[int, int, int, int]]) -> None:
+def held(c: Config, gateways: Sequence[Gateway], subs: Sequence[Sub]) -> None:
     """The subscriptions in all, and each gateway's (its process found by the socket)."""
-    c.patterns, c.channels, c.shard_channels = (sum(s[i] for s in subs) for i in (1, 2, 3))
-    owners = owners_of_ports([p for g in gateways for p in g.pids], {s[0] for s in subs})
+    c.patterns = sum(s[1] for s in subs)
+    c.channels = sum(s[2] for s in subs)
+    c.shard_channels = sum(s[3] for s in subs)
+    owners = owners_of_ports([p for g in gateways for p in g.pids], {s[0][1] for s in subs})
     index = {pid: i for i, g in enumerate(gateways) for pid in g.pids}
     c.gateway_subs = [[0, 0, 0] for _ in gateways]
-    for where, *counts in subs:
+    for (_, where), *counts in subs:
         if (pid := owners.get(where)) is not None:
             for k, n in enumerate(counts):
                 c.gateway_subs[index[pid]][k] += n
@@ -231,6 +243,39 @@ def held(c: Config, gateways: Sequence[Gateway], subs: Sequence[tuple[int, int, 
                 "pattern subscriptions beside the rooms' (the plain PUBLISH keepers): each gets "
                 "every log"
             )
+
+
+def sent_by_connection(nodes: Nodes) -> dict[tuple[int, int], int] | None:
+    """(node port, client port) -> bytes Redis has sent on that connection (tcp_info)."""
+    out: dict[tuple[int, int], int] = {}
+    for _, port in nodes:
+        sent = tcp_bytes_sent(port)
+        if sent is None:
+            return None
+        out.update({(port, peer): n for peer, n in sent.items()})
+    return out
+
+
+def split_bytes(
+    c: Config,
+    gateways: Sequence[Gateway],
+    subs: Sequence[Sub],
+    before: dict[tuple[int, int], int],
+    after: dict[tuple[int, int], int],
+) -> None:
+    """What Redis sent on each connection over the window, by subscription kind and by
+    gateway: pattern-only subscribers (pattern mode's, the keepers) apart from room ones."""
+    delta = {k: n - before.get(k, 0) for k, n in after.items()}
+    kinds = {where: "pattern" if psub and not (sub or ssub) else "room"
+             for where, psub, sub, ssub in subs}  # fmt: skip
+    c.pattern_sub_bytes = sum(n for k, n in delta.items() if kinds.get(k) == "pattern")
+    c.room_sub_bytes = sum(n for k, n in delta.items() if kinds.get(k) == "room")
+    owners = owners_of_ports([p for g in gateways for p in g.pids], {k[1] for k in delta})
+    index = {pid: i for i, g in enumerate(gateways) for pid in g.pids}
+    c.gateway_in_bytes = [0] * len(gateways)
+    for (_, peer), n in delta.items():
+        if (pid := owners.get(peer)) is not None:
+            c.gateway_in_bytes[index[pid]] += n
 
 
 class Topology:
@@ -321,7 +366,8 @@ class Bench:
         feed: CountingFeed | ClusterFeed,
     ) -> None:
         args = self.args
-        held(c, gateways, await subscriptions(top.nodes))
+        subs = await subscriptions(top.nodes)
+        held(c, gateways, subs)
         cpu0 = [g.cpu_seconds() for g in gateways]
         await asyncio.sleep(IDLE_S)
         c.gateway_idle_core = [
@@ -330,6 +376,7 @@ class Bench:
         for p in pools:
             p.rebase()
         r0 = await redis_totals(top.nodes)
+        tcp0 = sent_by_connection(top.nodes)
         cores0, loadgen0, t0 = core_times(), time.process_time(), time.monotonic()
         cpu0 = [g.cpu_seconds() for g in gateways]
         count = round(args.rate * args.seconds)
@@ -346,7 +393,10 @@ class Bench:
         c.gateway_cpu_s = [g.cpu_seconds() - a for g, a in zip(gateways, cpu0, strict=True)]
         c.loadgen_core = (time.process_time() - loadgen0) / c.wall_s
         c.cores = busy_shares(cores0, core_times())
+        tcp1 = sent_by_connection(top.nodes)
         r1 = await redis_totals(top.nodes)
+        if tcp0 is not None and tcp1 is not None:
+            split_bytes(c, gateways, subs, tcp0, tcp1)
         await asyncio.sleep(0.3)  # a log delivered twice would show by now
         c.extra = sum(
             max(0, s.received - s.base - run.per_room[part[s.room]])

@@ -13,6 +13,7 @@ from typing import Any
 import hiredis
 import orjson
 
+from bench._procs import bytes_sent_of
 from bench.publishers import resp
 from bench.report_scaleout import (
     POINTS_PER_SERVER,
@@ -106,6 +107,10 @@ def config(mode: str, gateways: int, **fields: Any) -> Config:
         "gateway_cpu_s": [cpu / gateways + 0.01 * 8.0] * gateways,
         "gateway_idle_core": [0.01] * gateways,
         "own_logs": own,
+        "pattern_sub_bytes": 400 * sent * gateways if mode == "pattern" else 0,
+        "room_sub_bytes": 0 if mode == "pattern" else 400 * sent,
+        "gateway_in_bytes": [400 * sent if mode == "pattern" else 400 * sent // gateways]
+        * gateways,
         "gateway_subs": [[1, 0, 0] if mode == "pattern" else [0, 1000 // gateways, 0]] * gateways,
         **fields,
     }
@@ -150,7 +155,15 @@ def test_markdown_from_a_fixed_sample() -> None:
     configs[1].note = "not in effect: the gateways hold PSUBSCRIBE (this build ignores it)"
     text = markdown(configs, "pinned")
     assert "### One Redis: 1,000 rooms x 2 streams, 2,000 logs/s round-robin" in text
-    assert "| pattern | 8 | 125 | 16,000 (1,999) | yes | 8 psub, 0 sub | 3,200 | 8.00x |" in text
+    assert (
+        "| pattern | 8 | 125 | 16,000 (1,999) | yes | 8 psub, 0 sub | 3,200 | 8.00x | 3,200 / 0 |"
+        in text
+    )
+    assert (
+        "| rooms | 8 | 125 | 16,000 (1,999) | yes | 0 psub, 1000 sub | 400 | 1.00x | 0 / 400 |"
+        in text
+    )
+    assert "redis-pattern-8 3,200 vs 3,200; redis-rooms-8 400 vs 400." in text
     assert "| rooms (*) | 1 |" in text
     assert "| rooms | 8 | 125 |" in text
     assert "| 400 | 1.00x |" in text
@@ -158,8 +171,8 @@ def test_markdown_from_a_fixed_sample() -> None:
     assert "pattern, 8 gateway(s): 8.00 deliveries per log" in text
     assert "81,250 logs/s" in text  # 650,000 / 8
     assert "Redis Cluster" not in text
-    assert "| redis | pattern | 8 of 8 | 125 | 2,000 | 1 / 0 / 0 | 0.28 | 137.5 |" in text
-    assert "| redis | rooms | 8 of 8 | 125 | 2,000 | 0 / 125 / 0 | 0.10 | 50.0 |" in text
+    assert "| redis | pattern | 8 of 8 | 125 | 2,000 | 1 / 0 / 0 | 400 | 0.28 | 137.5 |" in text
+    assert "| redis | rooms | 8 of 8 | 125 | 2,000 | 0 / 125 / 0 | 50 | 0.10 | 50.0 |" in text
 
 
 def test_a_config_survives_the_json() -> None:
@@ -200,3 +213,13 @@ def test_render_reads_results_and_keeps_a_configuration_once(tmp_path: Path) -> 
     assert "### Redis Cluster, 3 shards" in text
     assert "(commit c580cc8777); " in text
     assert text.endswith("(commit n/a: not a git tree).")
+
+
+def test_bytes_sent_from_ss_lines() -> None:
+    text = (
+        "0      0      127.0.0.1:62289 127.0.0.1:44124 bbr wscale:10,10 rto:204 mss:48640 "
+        "bytes_sent:48272 bytes_acked:48272 bytes_received:48584 segs_out:20\n"
+        "0      0      127.0.0.1:62289 127.0.0.1:44160 bbr wscale:10,10 bytes_received:9\n"
+        "garbage\n"
+    )
+    assert bytes_sent_of(text) == {44124: 48272, 44160: 0}
