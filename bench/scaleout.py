@@ -564,11 +564,18 @@ def render(paths: Sequence[Path]) -> str:
     for doc in docs:
         seen = {c.key for c in configs}
         configs += [c for c in configs_of(doc) if c.key not in seen]
-    sources = "; ".join(
-        f"`{doc['command']}` at {doc['started']} (commit "
-        f"{doc['environment']['git_commit'][:10] or 'n/a: not a git tree'})"
-        for doc in docs
-    )
+
+    def source(doc: dict[str, Any]) -> str:
+        config = doc.get("config", {})
+        rev = ""
+        if config.get("rev"):
+            rev = f", gateways from {config['rev']} ({(config.get('rev_commit') or '')[:10]})"
+        return (
+            f"`{doc['command']}` at {doc['started']} (commit "
+            f"{doc['environment']['git_commit'][:10] or 'n/a: not a git tree'}{rev})"
+        )
+
+    sources = "; ".join(source(doc) for doc in docs)
     return markdown(configs, docs[0].get("pinning", "")) + f"\n\nFrom {sources}."
 
 
