@@ -12,7 +12,7 @@ gives `None`: one `get_message()` per message, correct, only slower, and logged 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 from redis.asyncio.client import PubSub
@@ -56,17 +56,30 @@ def announce(pubsub: PubSub) -> bool:
     return batched
 
 
-def take_buffered(reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]) -> bool:
+# What `take_buffered` stops at: (kind, name), the kind as Redis spells it (b"subscribe",
+# b"unsubscribe", b"psubscribe", b"punsubscribe"; b"pong" for a PING's answer) and the
+# channel, pattern or PING message it names.
+Control = tuple[bytes, bytes]
+_CONFIRMATIONS: Final = frozenset((b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"))
+_HEALTH_CHECK: Final = b"redis-py-health-check"  # redis-py's own PING (`PubSub.check_health`)
+
+
+def take_buffered(reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]) -> Control | None:
     """Append the messages already read from the socket to `batch`, in order, unawaited.
 
-    Stops at the first incomplete reply (the next `get_message()` reads on), or after a
-    subscribe confirmation: True then, and the caller handles it as `get_message()` would
-    have. Replies `get_message()` ignores here (the health check's PONG) are skipped; an error
-    reply is raised, as redis-py raises it, and the reader reconnects.
+    Stops at the first incomplete reply (the next `get_message()` reads on: None), or after a
+    subscription confirmation or a PING's answer, returned for the caller to handle as
+    `get_message()` would have: they change what the reader does next (a catch-up, a room's
+    stream may replay), so nothing after them is taken first. redis-py's health-check PONG is
+    skipped; an error reply is raised, as redis-py raises it, and the reader reconnects.
     """
     while (reply := reader.gets()) is not _NOT_ENOUGH_DATA:
         if isinstance(reply, Exception):
             raise reply
+        if isinstance(reply, bytes):  # a PING answered outside subscribed mode
+            if reply != _HEALTH_CHECK:
+                return b"pong", reply
+            continue
         if not isinstance(reply, list) or not reply:
             continue
         kind: Any = reply[0]
@@ -74,9 +87,11 @@ def take_buffered(reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]) -> b
             batch.append((reply[2], reply[3]))
         elif kind == b"message" and len(reply) == 3:
             batch.append((reply[1], reply[2]))
-        elif kind in (b"psubscribe", b"subscribe"):
-            return True
-    return False
+        elif kind in _CONFIRMATIONS and len(reply) == 3:
+            return kind, reply[1]
+        elif kind == b"pong" and len(reply) == 2 and reply[1] != _HEALTH_CHECK:
+            return b"pong", reply[1]
+    return None
 
 
 def _redis_version() -> str:

@@ -1,4 +1,7 @@
-"""The Redis broker: one `PSUBSCRIBE room:*:logs` per process, one reader task, one Lua publish.
+"""The Redis broker: one subscription connection per process, one reader task, one Lua publish.
+
+`SUBSCRIBE_MODE=pattern` holds one `PSUBSCRIBE room:*:logs`; `rooms` holds `SUBSCRIBE room:R:logs`
+for the rooms with a local stream (`interest.py` decides what to send; docs/subscriptions.md).
 
 The reader owns reconnection: on any connection error it marks itself down (readiness turns
 503), waits an exponential backoff with jitter (redis-py's own), and subscribes again on a fresh
@@ -14,7 +17,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
@@ -39,7 +43,9 @@ from .base import (
     Window,
 )
 from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
-from .keys import PLAIN
+from .interest import BATCH, Interest, batches
+from .keeper import PlainKeeper
+from .keys import PLAIN, room_from_channel
 from .plain import PlainStore
 from .refusal import describe_refusal
 from .script import PERMISSIONS_SCRIPT, PUBLISH_SCRIPT, Published, store_and_publish
@@ -57,6 +63,25 @@ PROBE_TIMEOUT: Final = 3.0
 PROBE: Final = "roomlogs-probe"
 CLOSE_DRAIN: Final = 2.0  # seconds `close` waits for plain logs being stored
 CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
+# SUBSCRIBE_MODE=rooms: how long a new stream waits for its rooms' SUBSCRIBE confirmation
+# before it is refused (503 broker_unavailable); how long the writer lets Redis answer one
+# batch of a resubscribe before it sends the next anyway (the liveness probe judges stalls);
+# the PING sent after a connection's first SUBSCRIBEs, answered after all their confirmations.
+LISTEN_TIMEOUT: Final = 5.0
+BATCH_WAIT: Final = 10.0
+LIVE_MARKER: Final = b"roomlogs-subscribed"
+_CONFIRMATIONS: Final = frozenset(("psubscribe", "subscribe", "unsubscribe"))
+
+
+@dataclass(slots=True)
+class _Link:
+    """One SUBSCRIBE_MODE=rooms connection: its writer task, and the rooms whose subscription
+    ended while a stream wanted them again (an UNSUBSCRIBE crossed a reopen): once subscribed
+    again they are caught up from history after the time (ms) it was sent."""
+
+    writer: asyncio.Task[None] | None = None
+    unsubscribed_at: dict[str, int] = field(default_factory=dict)
+    catch_up: dict[str, int] = field(default_factory=dict)
 
 
 class RedisBroker(Broker):
@@ -98,20 +123,47 @@ class RedisBroker(Broker):
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_at_ms: int | None = None
+        # SUBSCRIBE_MODE=rooms: the rooms this process holds, the event that wakes the
+        # connection's writer when they change, and the plain PUBLISH keeper.
+        self._per_room = settings.subscribe_mode == "rooms"
+        self._changed = asyncio.Event()
+        self._interest = Interest(settings.unsubscribe_linger, self._changed.set)
+        self._keeper: PlainKeeper | None = None
+        if self._per_room:
+            self._keeper = PlainKeeper(
+                self._client,
+                self._keys,
+                PlainStore(
+                    self._client,
+                    self._keys,
+                    self._history_max,
+                    self._history_ttl,
+                    lambda: self.envelopes,
+                    events,
+                ),
+                self._keep,
+                self.wait_live,
+            )
+        self._sink = self._plain  # where `store_plain` queues (the keeper's store meanwhile)
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(), name="roomlogs-redis-reader"),
             asyncio.create_task(self._plain.run(), name="roomlogs-plain-writer"),
         ]
+        if self._keeper is not None:
+            self._tasks.append(asyncio.create_task(self._keeper.run(), name="roomlogs-keeper"))
 
     async def close(self) -> None:
         if self._tasks and not self._tasks[1].done():
             # Plain logs already received are stored before the connection goes.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_DRAIN):
-                    await self._plain.drained()
+                    await self.plain_drained()
         self._set_state(BrokerState.CLOSED, "closed")
+        self._interest.clear()
+        if self._keeper is not None:
+            self._keeper.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -129,12 +181,23 @@ class RedisBroker(Broker):
             step = f"SET NX/GET {ENVELOPE_SECRET_KEY}"  # what a refusal names
             try:
                 await self._read_secret()  # before anything is received or published
-                step = f"PSUBSCRIBE {self._keys.pattern}"
-                await pubsub.psubscribe(self._keys.pattern)
-                failures = 0
-                await self._read(pubsub)
+                if self._per_room:
+                    step = "SUBSCRIBE"
+                    await pubsub.connect()  # type: ignore[no-untyped-call]
+                    failures = 0
+                    await self._read_rooms(pubsub)
+                else:
+                    step = f"PSUBSCRIBE {self._keys.pattern}"
+                    await pubsub.psubscribe(self._keys.pattern)
+                    failures = 0
+                    await self._read(pubsub)
             except Exception as exc:  # the reader must outlive anything Redis does to it
                 failures += 1
+                if self._per_room:
+                    if self._interest.confirmed and self._lost_at_ms is None:
+                        # Rooms were live (perhaps not yet all): streams may have replayed.
+                        self._lost_at_ms = time.time_ns() // 1_000_000
+                    self._interest.lost()  # all subscribed again on the next connection
                 why = explain(exc, client_cert=self._client_cert)
                 if isinstance(exc, SubscriptionStalled):
                     reason = "redis stalled: no answer to the liveness probe"
@@ -160,7 +223,7 @@ class RedisBroker(Broker):
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _read(self, pubsub: PubSub) -> None:
+    async def _read(self, pubsub: PubSub, link: _Link | None = None) -> None:
         on_messages = self.events.on_messages
         # Not `while True`: redis-py can swallow a cancellation that lands inside
         # `get_message()` (seen right after start-up), so the reader also ends on the state
@@ -169,13 +232,15 @@ class RedisBroker(Broker):
         heard = loop.time()  # when the subscription last said anything
         probed: float | None = None  # when the unanswered probe was sent
         while self.state is not BrokerState.CLOSED:
+            if link is not None and link.writer is not None and link.writer.done():
+                link.writer.result()  # the writer failed: this connection is done
             msg: dict[str, Any] | None = await pubsub.get_message(timeout=READ_TIMEOUT)
             if msg is None:
                 # A stalled or demoted Redis keeps the socket open and says nothing: ask it.
                 now = loop.time()
                 if probed is None:
                     if now - heard >= PROBE_IDLE:
-                        await pubsub.ping(PROBE)
+                        await _send(pubsub, "PING", PROBE)
                         probed = now
                 elif now - probed >= PROBE_TIMEOUT:
                     raise SubscriptionStalled(
@@ -185,18 +250,149 @@ class RedisBroker(Broker):
                 continue
             heard, probed = loop.time(), None
             kind = msg["type"]
-            if kind == "pmessage":
-                batch = [(msg["channel"], msg["data"])]
-                # The socket read behind that message usually brought more: take them now.
+            batch: list[tuple[bytes, bytes]] = []
+            control: _batch_read.Control | None = None
+            if kind == "pmessage" or kind == "message":
+                batch.append((msg["channel"], msg["data"]))
+            elif kind in _CONFIRMATIONS:
+                control = (kind.encode(), msg["channel"])
+            elif kind == "pong":
+                control = (b"pong", msg["data"])
+            else:
+                continue
+            # The socket read behind that reply usually brought more: take them now, and
+            # handle each confirmation in its turn (before anything that came after it).
+            reader = _batch_read.buffered_reader(pubsub)
+            while True:
+                if control is None and reader is not None:
+                    try:
+                        control = _batch_read.take_buffered(reader, batch)
+                    finally:
+                        if batch:
+                            on_messages(batch)  # what came before an error is delivered
+                elif batch:
+                    on_messages(batch)
+                batch = []
+                if control is None:
+                    break
+                await self._control(pubsub, control, link)
+                control = None
+                if reader is None:
+                    break
                 reader = _batch_read.buffered_reader(pubsub)
-                try:
-                    subscribed = reader is not None and _batch_read.take_buffered(reader, batch)
-                finally:
-                    on_messages(batch)  # what came before an error reply is delivered
-                if subscribed:
-                    await self._subscribed(pubsub)
-            elif kind == "psubscribe":
+
+    async def _control(
+        self, pubsub: PubSub, control: _batch_read.Control, link: _Link | None
+    ) -> None:
+        """A confirmation, or a PING's answer: what it changes for the reader."""
+        kind, name = control
+        if kind == b"psubscribe":
+            await self._subscribed(pubsub)
+            return
+        if link is None:
+            return  # pattern mode: the probe's answer
+        if kind == b"pong":
+            if name == LIVE_MARKER:  # every first SUBSCRIBE of this connection is confirmed
                 await self._subscribed(pubsub)
+            return
+        room = room_from_channel(name)
+        if room is None:
+            return
+        if kind == b"subscribe":
+            self._interest.subscribed((room,))
+            since = link.catch_up.pop(room, None)
+            if since is not None:
+                await self._catch_up((room,), since)
+        elif kind == b"unsubscribe":
+            sent = link.unsubscribed_at.pop(room, None)
+            self._interest.unsubscribed((room,))
+            if room in self._interest.wanted:
+                # Reopened while the UNSUBSCRIBE was on its way: subscribed again, and what
+                # was published in between is read from history once it is.
+                link.catch_up[room] = sent if sent is not None else time.time_ns() // 1_000_000
+
+    async def _read_rooms(self, pubsub: PubSub) -> None:
+        """SUBSCRIBE_MODE=rooms on one connection: a writer task sends what `Interest` asks
+        for, as soon as it asks (`subscribe` is sync: it sets the event the writer waits on),
+        while this task reads, as in pattern mode."""
+        link = _Link()
+        link.writer = writer = asyncio.create_task(
+            self._write_rooms(pubsub, link), name="roomlogs-redis-subscriber"
+        )
+        try:
+            await self._read(pubsub, link)
+        except Exception:
+            failed = writer.exception() if writer.done() and not writer.cancelled() else None
+            if failed is not None:
+                raise failed from None
+            raise
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _write_rooms(self, pubsub: PubSub, link: _Link) -> None:
+        interest, channel = self._interest, self._keys.channel
+        first = True
+        while True:
+            if not first:
+                await self._changed.wait()
+            self._changed.clear()  # before `take`: a change after it wakes this loop again
+            changes = interest.take()
+            if changes.unsubscribe:
+                sent = time.time_ns() // 1_000_000
+                for room in changes.unsubscribe:
+                    link.unsubscribed_at[room] = sent
+            for rooms in batches(changes.unsubscribe):
+                await _send(pubsub, "UNSUBSCRIBE", *map(channel, rooms))
+            several = len(changes.subscribe) > BATCH
+            for rooms in batches(changes.subscribe):
+                await _send(pubsub, "SUBSCRIBE", *map(channel, rooms))
+                if several:  # a resubscribe of many: Redis answers a batch before the next
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(BATCH_WAIT):
+                            await interest.until_subscribed(rooms)
+            if first:
+                # Answered after every confirmation above: the reader then catches up what
+                # the rooms missed while the connection was down, and the broker is live.
+                await _send(pubsub, "PING", LIVE_MARKER)
+                first = False
+
+    def subscribe(self, rooms: Collection[str]) -> None:
+        super().subscribe(rooms)
+        if self._per_room:
+            self._interest.open(rooms)
+
+    def unsubscribe(self, rooms: Collection[str]) -> None:
+        super().unsubscribe(rooms)
+        if self._per_room:
+            self._interest.close(rooms)
+
+    async def listening(self, rooms: Collection[str]) -> None:
+        if not self._per_room:
+            return
+        try:
+            async with asyncio.timeout(LISTEN_TIMEOUT):
+                await self._interest.until_subscribed(rooms)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"redis did not confirm the subscription of {len(rooms)} room(s) within "
+                f"{LISTEN_TIMEOUT:.0f}s"
+            ) from None
+
+    @property
+    def subscribed_rooms(self) -> int:
+        """Rooms Redis confirmed this process' SUBSCRIBE of (SUBSCRIBE_MODE=rooms; else 0)."""
+        return len(self._interest.confirmed)
+
+    def _keep(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
+        """The keeper's plain PUBLISH logs: validated by the delivery step like any, stored by
+        the keeper's own store (its own count of copies: see keeper.py)."""
+        assert self._keeper is not None
+        self._sink = self._keeper.store
+        try:
+            self.events.on_messages(batch)
+        finally:
+            self._sink = self._plain
 
     async def _read_secret(self) -> None:
         secret = await read_secret(self._client)
@@ -213,11 +409,13 @@ class RedisBroker(Broker):
         return self.envelopes.secret
 
     def store_plain(self, room: str, channel: bytes, payload: bytes, log: bytes) -> None:
-        self._plain.add(room, channel, payload, log)
+        self._sink.add(room, channel, payload, log)
 
     async def plain_drained(self) -> None:
         """Until the plain logs received so far are stored (tests, and `close`)."""
         await self._plain.drained()
+        if self._keeper is not None:
+            await self._keeper.store.drained()
 
     def _went_down(self, reason: str) -> None:
         if self.state is BrokerState.LIVE:
@@ -233,12 +431,16 @@ class RedisBroker(Broker):
         self._set_state(BrokerState.LIVE, "live", recovered=recovering)
         log.info("redis subscription live%s", " (recovered)" if recovering else "")
 
-    async def _catch_up(self) -> None:
-        """Deliver what rooms with local streams missed while the subscription was down: every
-        retained log after each room's position, read a page at a time."""
-        assert self._lost_at_ms is not None
-        fallback = f"{max(self._lost_at_ms - 1000, 0)}-0"  # a room that never began (a race)
-        for room in list(self.rooms):
+    async def _catch_up(
+        self, rooms: Iterable[str] | None = None, since_ms: int | None = None
+    ) -> None:
+        """Deliver what rooms with local streams (all, or those of `rooms`) missed while their
+        subscription was down (since `since_ms`, or the outage): every retained log after
+        each room's position, read a page at a time."""
+        since = self._lost_at_ms if since_ms is None else since_ms
+        assert since is not None
+        fallback = f"{max(since - 1000, 0)}-0"  # a room that never began (a race)
+        for room in list(self.rooms) if rooms is None else [r for r in rooms if r in self.rooms]:
             last = self.events.position(room)
             after = format_id(last) if last is not None else fallback
             if last is not None:
@@ -387,6 +589,16 @@ class RedisBroker(Broker):
     async def room_exists(self, room: str) -> bool:
         key = self._keys.room(room)
         return bool(await self._query(lambda: self._client.exists(key)))
+
+
+async def _send(pubsub: PubSub, *args: str | bytes) -> None:
+    """A command on the subscription connection, its answer left to the reader. Not
+    `PubSub.execute_command`: unsubscribed (no `PubSub.channels`, as in rooms mode) it runs a
+    health check that reads the socket itself, under the reader's feet."""
+    conn = pubsub.connection
+    if conn is None:
+        raise RedisConnectionError("the subscription connection is closed")
+    await conn.send_command(*args, check_health=False)
 
 
 def _entries(rows: Sequence[tuple[Any, Any]]) -> list[HistoryEntry]:
