@@ -21,6 +21,7 @@ from service.broker import BrokerUnavailable
 from service.broker import redis as redis_broker
 from service.broker.keeper import KEEPERS
 from service.broker.redis import RedisBroker
+from service.ids import parse_id
 from service.state import STATE
 from service.subscriber import Subscriber
 from tests.support.aio import background, poll_until
@@ -146,8 +147,49 @@ async def test_a_stream_of_a_busy_room_gets_no_gap_and_no_duplicate(
                 await task  # its last publish answered, no other begun
             history = [stream_id for stream_id, _ in await broker.history(room, None, 1000)]
             events = await sse.collect(len(history))
+            metrics = await (await client.get("/metrics")).text()
+    assert "roomlogs_redis_subscribed_rooms 1.0" in metrics
     assert history == published
     assert [e.id for e in events] == history  # contiguous, strictly increasing, each once
+
+
+async def test_a_room_reopened_while_its_unsubscribe_is_on_the_way_is_caught_up(
+    start_broker: StartBroker, redis_server: RedisServer, room: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linger 0: a stream reopens the room just as its UNSUBSCRIBE goes out (so `listening`
+    returns at once, the room still confirmed), and logs are published once Redis has ended
+    the subscription, before the new SUBSCRIBE lands (made slow): they come from history."""
+    send = redis_broker._send
+    reopened: list[Subscriber] = []
+
+    async def crossing_send(pubsub: PubSub, *args: str | bytes) -> None:
+        if args[0] == "UNSUBSCRIBE" and not reopened:
+            reopened.append(run.watch(room))  # between `take` and the wire
+        elif args[0] == "SUBSCRIBE" and reopened:
+            await asyncio.sleep(0.3)
+        await send(pubsub, *args)
+
+    monkeypatch.setattr(redis_broker, "_send", crossing_send)
+    run = await _rooms_broker(start_broker, redis_server.url, unsubscribe_linger=0)
+    interest = _broker(run)._interest
+    first = run.watch(room)
+    await run.broker.listening([room])
+    before = await run.broker.publish(room, logs(2))
+    assert [e.last_event_id for e in await receive(first, 2)] == before
+    run.hub.remove(first)
+
+    async def unsubscribed() -> bool:
+        return bool(reopened) and room not in interest.confirmed
+
+    await poll_until(unsubscribed, timeout=5, interval=0.005)
+    [again] = reopened
+    newest = parse_id(before[-1])
+    assert newest is not None
+    run.delivery.started(room, newest)  # as its replay does: it served up to there
+    missed = await run.broker.publish(room, logs(5))
+    assert room not in interest.confirmed  # published while unsubscribed
+    assert [e.last_event_id for e in await receive(again, 5)] == missed
+    await _nothing_more(again)
 
 
 async def test_after_the_subscription_is_killed_every_room_is_back_and_caught_up_once(
