@@ -64,19 +64,23 @@ class PlainKeeper:
         keys: KeySpace,
         store: PlainStore,
         deliver: Deliver,
-        wait_live: Callable[[], Awaitable[None]],
+        secret_known: Callable[[], Awaitable[object]],
     ) -> None:
         self.store = store
         self._client = client
         self._keys = keys
         self._deliver = deliver  # plain logs only: validated, then handed to `store`
-        self._wait_live = wait_live
+        self._secret_known = secret_known
         self._token = uuid.uuid4().hex
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.1)
         self.holding: str | None = None  # the lease key held now (metrics, tests)
         self.held = asyncio.Event()  # set while a lease is held and the PSUBSCRIBE confirmed
+        # Set once the first look for a free lease is over (held and confirmed, or none
+        # free, or Redis failed it): the broker reports itself live only after that, so a
+        # plain PUBLISH right after start-up is not missed for want of a keeper.
+        self.settled = asyncio.Event()
         self._stopped = False
 
     def stop(self) -> None:
@@ -90,15 +94,17 @@ class PlainKeeper:
         failures = 0
         try:
             while not self._stopped:
-                await self._wait_live()  # the envelope secret is known, Redis answers
+                await self._secret_known()  # plain logs can be stored
                 try:
                     key = await self._acquire()
                     if key is None:
+                        self.settled.set()  # others keep
                         await asyncio.sleep(RENEW_EVERY)
                         continue
                     failures = 0
                     await self._keep(key)
                 except Exception as exc:  # the keeper outlives anything Redis does to it
+                    self.settled.set()  # readiness is the subscription's, not the keeper's
                     failures += 1
                     delay = self._backoff.compute(failures)
                     log.warning("plain PUBLISH keeper lost (%s); retrying in %.2fs", exc, delay)
@@ -146,12 +152,14 @@ class PlainKeeper:
             batch.append((msg["channel"], msg["data"]))
         elif msg["type"] == "psubscribe":
             self.held.set()
+            self.settled.set()
         reader = _batch_read.buffered_reader(pubsub)
         if reader is not None:
             try:
                 while (control := _batch_read.take_buffered(reader, batch)) is not None:
                     if control[0] == b"psubscribe":
                         self.held.set()
+                        self.settled.set()
             finally:
                 self._hand_over(batch)
         else:

@@ -70,6 +70,7 @@ CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
 LISTEN_TIMEOUT: Final = 5.0
 BATCH_WAIT: Final = 10.0
 LIVE_MARKER: Final = b"roomlogs-subscribed"
+KEEPER_WAIT: Final = 3.0  # seconds the first live waits for the plain PUBLISH keeper to settle
 _CONFIRMATIONS: Final = frozenset(("psubscribe", "subscribe", "unsubscribe"))
 
 
@@ -126,6 +127,7 @@ class RedisBroker(Broker):
         # SUBSCRIBE_MODE=rooms: the rooms this process holds, the event that wakes the
         # connection's writer when they change, and the plain PUBLISH keeper.
         self._per_room = settings.subscribe_mode == "rooms"
+        self._secret_read = asyncio.Event()
         self._changed = asyncio.Event()
         self._interest = Interest(settings.unsubscribe_linger, self._changed.set)
         self._keeper: PlainKeeper | None = None
@@ -142,7 +144,7 @@ class RedisBroker(Broker):
                     events,
                 ),
                 self._keep,
-                self.wait_live,
+                self._secret_read.wait,
             )
         self._sink = self._plain  # where `store_plain` queues (the keeper's store meanwhile)
 
@@ -293,6 +295,10 @@ class RedisBroker(Broker):
             return  # pattern mode: the probe's answer
         if kind == b"pong":
             if name == LIVE_MARKER:  # every first SUBSCRIBE of this connection is confirmed
+                if self._keeper is not None and not self._keeper.settled.is_set():
+                    with contextlib.suppress(TimeoutError):  # at start-up only
+                        async with asyncio.timeout(KEEPER_WAIT):
+                            await self._keeper.settled.wait()
                 await self._subscribed(pubsub)
             return
         room = room_from_channel(name)
@@ -378,6 +384,11 @@ class RedisBroker(Broker):
                 f"redis did not confirm the subscription of {len(rooms)} room(s) within "
                 f"{LISTEN_TIMEOUT:.0f}s"
             ) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise BrokerUnavailable("the broker closed") from None  # `close` ended the wait
 
     @property
     def subscribed_rooms(self) -> int:
@@ -402,6 +413,7 @@ class RedisBroker(Broker):
             log.warning(
                 "the envelope secret changed (Redis lost its key?): the old one is kept too"
             )
+        self._secret_read.set()
 
     def _secret(self) -> bytes:
         if self.envelopes is None:
