@@ -84,8 +84,19 @@ def _room_set(value: Any) -> frozenset[str]:
     return frozenset()
 
 
+# Verified tokens kept, at most, and for how long at most (a JWKS key rotated out stops being
+# trusted within this, even for a token that has not expired).
+CACHE_SIZE = 10_000
+CACHE_SECONDS = 300.0
+
+
 class TokenVerifier:
+    """Checks a token once: a browser's reconnects and a publisher's requests resend the same
+    one, and a signature check is a fifth of a publish. The verified grant is kept until the
+    token expires (bounded by CACHE_SECONDS and CACHE_SIZE); refusals are never kept."""
+
     def __init__(self, settings: Settings, secret: str | None = None) -> None:
+        self._cache: dict[str, tuple[Grant, float]] = {}
         self._algorithms = settings.jwt_algorithms
         self._secret = secret if secret is not None else settings.jwt_secret
         self._public_key = settings.jwt_public_key
@@ -97,6 +108,20 @@ class TokenVerifier:
         self._leeway = settings.jwt_leeway
 
     async def verify(self, token: str) -> Grant:
+        now = time.time()
+        hit = self._cache.get(token)
+        if hit is not None:
+            if now < hit[1]:
+                return hit[0]
+            del self._cache[token]
+        grant = await self._verify(token)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()  # cheaper than LRU bookkeeping, and refilled at once
+        until = min(grant.expires_at + self._leeway, now + CACHE_SECONDS)
+        self._cache[token] = (grant, until)
+        return grant
+
+    async def _verify(self, token: str) -> Grant:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

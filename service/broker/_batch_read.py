@@ -56,42 +56,53 @@ def announce(pubsub: PubSub) -> bool:
     return batched
 
 
-# What `take_buffered` stops at: (kind, name), the kind as Redis spells it (b"subscribe",
-# b"unsubscribe", b"psubscribe", b"punsubscribe"; b"pong" for a PING's answer) and the
-# channel, pattern or PING message it names.
-Control = tuple[bytes, bytes]
-_CONFIRMATIONS: Final = frozenset((b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"))
-_HEALTH_CHECK: Final = b"redis-py-health-check"  # redis-py's own PING (`PubSub.check_health`)
-
-
-def take_buffered(reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]) -> Control | None:
+def take_buffered(reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]) -> bool:
     """Append the messages already read from the socket to `batch`, in order, unawaited.
 
-    Stops at the first incomplete reply (the next `get_message()` reads on: None), or after a
-    subscription confirmation or a PING's answer, returned for the caller to handle as
-    `get_message()` would have: they change what the reader does next (a catch-up, a room's
-    stream may replay), so nothing after them is taken first. redis-py's health-check PONG is
-    skipped; an error reply is raised, as redis-py raises it, and the reader reconnects.
+    Stops at the first incomplete reply (the next `get_message()` reads on), or after a
+    subscribe confirmation: True then, and the caller handles it as `get_message()` would
+    have. Replies `get_message()` ignores here (the health check's PONG) are skipped; an error
+    reply is raised, as redis-py raises it, and the reader reconnects.
     """
+    control = take_until_control(reader, batch)
+    return control is not None and control[0] in (b"psubscribe", b"subscribe")
+
+
+def take_until_control(
+    reader: hiredis.Reader, batch: list[tuple[bytes, bytes]], *, pongs: bool = False
+) -> list[Any] | None:
+    """`take_buffered` for any subscriber: messages (`message`, `pmessage`, the Cluster's
+    sharded `smessage`) go to `batch`; the first other pub/sub reply (a (un)subscribe
+    confirmation, or a `sunsubscribe` Redis pushed because a slot moved) stops the walk and is
+    returned, `[kind, channel, count]`, for the caller to handle in order.
+
+    With `pongs`, a PING's answer stops it too, as `[b"pong", message]` (subscribed or not:
+    SUBSCRIBE_MODE=rooms goes live on one); redis-py's health-check PONG is always skipped."""
     while (reply := reader.gets()) is not _NOT_ENOUGH_DATA:
         if isinstance(reply, Exception):
             raise reply
         if isinstance(reply, bytes):  # a PING answered outside subscribed mode
-            if reply != _HEALTH_CHECK:
-                return b"pong", reply
+            if pongs and reply != _HEALTH_CHECK:
+                return [b"pong", reply]
             continue
         if not isinstance(reply, list) or not reply:
             continue
         kind: Any = reply[0]
         if kind == b"pmessage" and len(reply) == 4:
             batch.append((reply[2], reply[3]))
-        elif kind == b"message" and len(reply) == 3:
+        elif kind in (b"message", b"smessage") and len(reply) == 3:
             batch.append((reply[1], reply[2]))
-        elif kind in _CONFIRMATIONS and len(reply) == 3:
-            return kind, reply[1]
-        elif kind == b"pong" and len(reply) == 2 and reply[1] != _HEALTH_CHECK:
-            return b"pong", reply[1]
+        elif (kind in _CONTROL and len(reply) == 3) or (
+            pongs and kind == b"pong" and len(reply) == 2 and reply[1] != _HEALTH_CHECK
+        ):
+            return reply
     return None
+
+
+_HEALTH_CHECK: Final = b"redis-py-health-check"  # redis-py's own PING (`PubSub.check_health`)
+_CONTROL: Final = frozenset(
+    (b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe")
+)
 
 
 def _redis_version() -> str:

@@ -156,7 +156,7 @@ class PlainKeeper:
         reader = _batch_read.buffered_reader(pubsub)
         if reader is not None:
             try:
-                while (control := _batch_read.take_buffered(reader, batch)) is not None:
+                while (control := _batch_read.take_until_control(reader, batch)) is not None:
                     if control[0] == b"psubscribe":
                         self.held.set()
                         self.settled.set()

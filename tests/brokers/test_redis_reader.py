@@ -251,19 +251,20 @@ async def test_buffered_replies_stop_at_a_subscribe_confirmation_and_raise_error
     reader.feed(b"$5\r\nmark2\r\n")  # and unsubscribed (a bulk string)
     reader.feed(pmessage(4)[:-7])  # incomplete: the next socket read completes it
 
-    def deliver_buffered(reader: hiredis.Reader) -> _batch_read.Control | None:
-        """What the reader does with a `take_buffered` batch: deliver it, even on an error."""
+    def deliver_buffered(reader: hiredis.Reader) -> list[Any] | None:
+        """What the reader does with a `take_until_control` batch: deliver it, even on an
+        error (PING answers returned too, as the reader asks)."""
         batch: list[tuple[bytes, bytes]] = []
         try:
-            return _batch_read.take_buffered(reader, batch)
+            return _batch_read.take_until_control(reader, batch, pongs=True)
         finally:
             run.delivery.on_messages(batch)
 
-    assert deliver_buffered(reader) == (b"psubscribe", b"room:*:logs")
+    assert deliver_buffered(reader) == [b"psubscribe", b"room:*:logs", 1]
     assert [e.last_event_id for e in await receive(sub, 2)] == ["1-1", "1-2"]
-    assert deliver_buffered(reader) == (b"pong", b"mark1")
+    assert deliver_buffered(reader) == [b"pong", b"mark1"]
     assert [e.last_event_id for e in await receive(sub, 1)] == ["1-3"]
-    assert deliver_buffered(reader) == (b"pong", b"mark2")
+    assert deliver_buffered(reader) == [b"pong", b"mark2"]
     assert deliver_buffered(reader) is None
     reader.feed(pmessage(4)[-7:] + b"-ERR something broke\r\n")
     with pytest.raises(ResponseError):

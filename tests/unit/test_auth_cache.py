@@ -1,0 +1,73 @@
+"""The verified-token cache: a token is checked once, trusted only until it expires (or for
+CACHE_SECONDS), refusals are never kept, and the cache is bounded."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service import auth
+from service.auth import AuthError, TokenVerifier, mint_token
+from service.settings import Settings
+
+SECRET = "cache-test-secret-cache-test-secret"
+
+
+def _verifier(**kw: object) -> TokenVerifier:
+    return TokenVerifier(Settings(jwt_secret=SECRET, **kw))  # type: ignore[arg-type]
+
+
+async def test_a_verified_token_is_not_checked_again() -> None:
+    verifier = _verifier()
+    token = mint_token(SECRET, rooms=["a"], ttl=600)
+    grant = await verifier.verify(token)
+    verifier._secret = "another-secret-another-secret-another"  # a second check would fail
+    assert await verifier.verify(token) is grant
+    with pytest.raises(AuthError):
+        await verifier.verify(mint_token(SECRET, rooms=["b"], ttl=600))
+
+
+async def test_a_cached_token_stops_working_when_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = _verifier(jwt_leeway=0.0)
+    token = mint_token(SECRET, ttl=60)
+    grant = await verifier.verify(token)
+    assert await verifier.verify(token) is grant
+    # Past its expiry the grant is not served from the cache: the token is checked again
+    # (here against another secret, so that the second check shows).
+    verifier._secret = "another-secret-another-secret-another"
+    later = grant.expires_at + 1
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+    with pytest.raises(AuthError):
+        await verifier.verify(token)
+    assert token not in verifier._cache
+
+
+async def test_a_long_lived_token_is_checked_again_after_cache_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = _verifier()
+    token = mint_token(SECRET, ttl=86_400)
+    await verifier.verify(token)
+    verifier._secret = "rotated-secret-rotated-secret-rotated"
+    later = time.time() + auth.CACHE_SECONDS + 1
+    monkeypatch.setattr(auth.time, "time", lambda: later)
+    with pytest.raises(AuthError):
+        await verifier.verify(token)
+
+
+async def test_refusals_are_not_kept_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(auth, "CACHE_SIZE", 5)
+    verifier = _verifier()
+    bad = mint_token("wrong-secret-wrong-secret-wrong-secret", ttl=600)
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            await verifier.verify(bad)
+    assert verifier._cache == {}
+    for i in range(12):
+        await verifier.verify(mint_token(SECRET, rooms=[f"r{i}"], ttl=600))
+        assert len(verifier._cache) <= 5
