@@ -285,3 +285,47 @@ async def _nothing_more(sub: Subscriber) -> None:
     with contextlib.suppress(TimeoutError):
         extra = await receive(sub, 1, timeout=0.3)
         raise AssertionError(f"delivered once more: {extra}")
+
+
+async def test_a_stalled_redis_is_left_by_the_probe_and_the_rooms_come_back(
+    start_broker: StartBroker, own_redis: RedisServer, room: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGSTOP: the socket stays open and says nothing. The liveness probe gives the connection
+    up, and once Redis answers again every room is subscribed again and delivers once."""
+    monkeypatch.setattr(redis_broker, "PROBE_IDLE", 0.2)
+    monkeypatch.setattr(redis_broker, "PROBE_TIMEOUT", 0.3)
+    run = await _rooms_broker(start_broker, own_redis.url)
+    rooms = [f"{room}-{n}" for n in range(2)]
+    subs = [run.watch(r) for r in rooms]
+    await run.broker.listening(rooms)
+
+    def losses() -> float:
+        value = run.metrics.registry.get_sample_value(
+            "roomlogs_broker_subscription_losses_total", {"kind": "stalled"}
+        )
+        return value or 0.0
+
+    own_redis.pause()
+    try:
+
+        async def stalled() -> bool:
+            return losses() >= 1
+
+        await poll_until(stalled, timeout=10, interval=0.02)
+        assert not run.broker.ready
+    finally:
+        own_redis.resume()
+
+    async def live() -> bool:
+        return run.broker.ready
+
+    await poll_until(live, timeout=10, interval=0.02)
+    for r, sub in zip(rooms, subs, strict=True):
+        ids = await run.broker.publish(r, logs(2))
+        assert [e.last_event_id for e in await receive(sub, 2)] == ids
+        await _nothing_more(sub)
+    client = aioredis.Redis.from_url(own_redis.url)
+    try:
+        assert await _channels(client, room) == {f"room:{r}:logs" for r in rooms}
+    finally:
+        await client.aclose()
