@@ -18,7 +18,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeVar
 
 import redis.asyncio as aioredis
@@ -31,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
-from . import _batch_read
+from . import _batch_read, _per_room
 from ._errors import CONNECTION_ERRORS, SubscriptionStalled, explain, never_sent
 from ._pool import make_pool
 from .base import (
@@ -44,7 +43,7 @@ from .base import (
     Window,
 )
 from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
-from .interest import BATCH, Interest, batches
+from .interest import Interest
 from .keeper import PlainKeeper
 from .keys import PLAIN, KeySpace, room_from_channel
 from .plain import PlainStore
@@ -72,29 +71,10 @@ PROBE_TIMEOUT: Final = 3.0
 PROBE: Final = "roomlogs-probe"
 CLOSE_DRAIN: Final = 2.0  # seconds `close` waits for plain logs being stored
 CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
-# SUBSCRIBE_MODE=rooms: how long a new stream waits for its rooms' SUBSCRIBE confirmation
-# before it is refused (503 broker_unavailable); how long the writer lets Redis answer one
-# batch of a resubscribe before it sends the next anyway (the liveness probe judges stalls);
-# the PING sent after a connection's first SUBSCRIBEs, answered after all their confirmations.
-LISTEN_TIMEOUT: Final = 5.0
-BATCH_WAIT: Final = 10.0
-LIVE_MARKER: Final = b"roomlogs-subscribed"
-KEEPER_WAIT: Final = 3.0  # seconds the first live waits for the plain PUBLISH keeper to settle
 _CONFIRMATIONS: Final = frozenset(("psubscribe", "subscribe", "unsubscribe"))
 # A reply that changes what the reader does next: (kind, channel or PING message), the kind
 # as Redis spells it (b"subscribe", b"unsubscribe", b"psubscribe", b"pong").
 _Control = tuple[bytes, bytes]
-
-
-@dataclass(slots=True)
-class _Link:
-    """One SUBSCRIBE_MODE=rooms connection: its writer task, and the rooms whose subscription
-    ended while a stream wanted them again (an UNSUBSCRIBE crossed a reopen): once subscribed
-    again they are caught up from history after the time (ms) it was sent."""
-
-    writer: asyncio.Task[None] | None = None
-    unsubscribed_at: dict[str, int] = field(default_factory=dict)
-    catch_up: dict[str, int] = field(default_factory=dict)
 
 
 class RedisBroker(Broker):
@@ -247,7 +227,7 @@ class RedisBroker(Broker):
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _read(self, pubsub: PubSub, link: _Link | None = None) -> None:
+    async def _read(self, pubsub: PubSub, link: _per_room.Link | None = None) -> None:
         on_messages = self.events.on_messages
         # Not `while True`: redis-py can swallow a cancellation that lands inside
         # `get_message()` (seen right after start-up), so the reader also ends on the state
@@ -264,7 +244,7 @@ class RedisBroker(Broker):
                 now = loop.time()
                 if probed is None:
                     if now - heard >= PROBE_IDLE:
-                        await _send(pubsub, "PING", PROBE)
+                        await _per_room.send(pubsub, "PING", PROBE)
                         probed = now
                 elif now - probed >= PROBE_TIMEOUT:
                     raise SubscriptionStalled(
@@ -306,7 +286,9 @@ class RedisBroker(Broker):
                     break
                 reader = _batch_read.buffered_reader(pubsub)
 
-    async def _on_control(self, pubsub: PubSub, control: _Control, link: _Link | None) -> None:
+    async def _on_control(
+        self, pubsub: PubSub, control: _Control, link: _per_room.Link | None
+    ) -> None:
         """A confirmation, or a PING's answer: what it changes for the reader."""
         kind, name = control
         if kind == b"psubscribe":
@@ -315,10 +297,11 @@ class RedisBroker(Broker):
         if link is None:
             return  # pattern mode: the probe's answer
         if kind == b"pong":
-            if name == LIVE_MARKER:  # every first SUBSCRIBE of this connection is confirmed
+            # The marker: every first SUBSCRIBE of this connection is confirmed.
+            if name == _per_room.LIVE_MARKER:
                 if self._keeper is not None and not self._keeper.settled.is_set():
                     with contextlib.suppress(TimeoutError):  # at start-up only
-                        async with asyncio.timeout(KEEPER_WAIT):
+                        async with asyncio.timeout(_per_room.KEEPER_WAIT):
                             await self._keeper.settled.wait()
                 await self._subscribed(pubsub)
             return
@@ -342,9 +325,10 @@ class RedisBroker(Broker):
         """SUBSCRIBE_MODE=rooms on one connection: a writer task sends what `Interest` asks
         for, as soon as it asks (`subscribe` is sync: it sets the event the writer waits on),
         while this task reads, as in pattern mode."""
-        link = _Link()
+        link = _per_room.Link()
         link.writer = writer = asyncio.create_task(
-            self._write_rooms(pubsub, link), name="roomlogs-redis-subscriber"
+            _per_room.write(pubsub, self._interest, self._changed, self._keys.channel, link),
+            name="roomlogs-redis-subscriber",
         )
         try:
             await self._read(pubsub, link)
@@ -357,33 +341,6 @@ class RedisBroker(Broker):
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
 
-    async def _write_rooms(self, pubsub: PubSub, link: _Link) -> None:
-        interest, channel = self._interest, self._keys.channel
-        first = True
-        while True:
-            if not first:
-                await self._changed.wait()
-            self._changed.clear()  # before `take`: a change after it wakes this loop again
-            changes = interest.take()
-            if changes.unsubscribe:
-                sent = time.time_ns() // 1_000_000
-                for room in changes.unsubscribe:
-                    link.unsubscribed_at[room] = sent
-            for rooms in batches(changes.unsubscribe):
-                await _send(pubsub, "UNSUBSCRIBE", *map(channel, rooms))
-            several = len(changes.subscribe) > BATCH
-            for rooms in batches(changes.subscribe):
-                await _send(pubsub, "SUBSCRIBE", *map(channel, rooms))
-                if several:  # a resubscribe of many: Redis answers a batch before the next
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(BATCH_WAIT):
-                            await interest.until_subscribed(rooms)
-            if first:
-                # Answered after every confirmation above: the reader then catches up what
-                # the rooms missed while the connection was down, and the broker is live.
-                await _send(pubsub, "PING", LIVE_MARKER)
-                first = False
-
     def subscribe(self, rooms: Collection[str]) -> None:
         super().subscribe(rooms)
         if self._per_room:
@@ -395,21 +352,8 @@ class RedisBroker(Broker):
             self._interest.close(rooms)
 
     async def listening(self, rooms: Collection[str]) -> None:
-        if not self._per_room:
-            return
-        try:
-            async with asyncio.timeout(LISTEN_TIMEOUT):
-                await self._interest.until_subscribed(rooms)
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"redis did not confirm the subscription of {len(rooms)} room(s) within "
-                f"{LISTEN_TIMEOUT:.0f}s"
-            ) from None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            raise BrokerUnavailable("the broker closed") from None  # `close` ended the wait
+        if self._per_room:
+            await _per_room.listening(self._interest, rooms)
 
     @property
     def subscribed_rooms(self) -> int:
@@ -631,16 +575,6 @@ class RedisBroker(Broker):
     async def room_exists(self, room: str) -> bool:
         key = self._keys.room(room)
         return bool(await self._query(lambda: self._client.exists(key)))
-
-
-async def _send(pubsub: PubSub, *args: str | bytes) -> None:
-    """A command on the subscription connection, its answer left to the reader. Not
-    `PubSub.execute_command`: unsubscribed (no `PubSub.channels`, as in rooms mode) it runs a
-    health check that reads the socket itself, under the reader's feet."""
-    conn = pubsub.connection
-    if conn is None:
-        raise RedisConnectionError("the subscription connection is closed")
-    await conn.send_command(*args, check_health=False)
 
 
 def _entries(rows: Sequence[tuple[Any, Any]]) -> list[HistoryEntry]:

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
-from service.broker import BrokerUnavailable
+from service.broker import BrokerUnavailable, _per_room
 from service.broker import redis as redis_broker
 from service.broker.keeper import KEEPERS
 from service.broker.redis import RedisBroker
@@ -112,14 +112,14 @@ async def test_a_stream_of_a_busy_room_gets_no_gap_and_no_duplicate(
     """Its room subscribed before the replay is read (`listening`), a publisher writing all the
     while: replay then live is exactly the room's history, in order. The SUBSCRIBE is made slow
     to go out, so that a replay read before its confirmation would miss logs."""
-    send = redis_broker._send
+    send = _per_room.send
 
     async def slow_send(pubsub: PubSub, *args: str | bytes) -> None:
         if args[0] == "SUBSCRIBE":
             await asyncio.sleep(0.05)
         await send(pubsub, *args)
 
-    monkeypatch.setattr(redis_broker, "_send", slow_send)
+    monkeypatch.setattr(_per_room, "send", slow_send)
     client = await make_client(redis=True, subscribe_mode="rooms")
     broker = client.app[STATE].broker
     published: list[str] = []
@@ -159,7 +159,7 @@ async def test_a_room_reopened_while_its_unsubscribe_is_on_the_way_is_caught_up(
     """Linger 0: a stream reopens the room just as its UNSUBSCRIBE goes out (so `listening`
     returns at once, the room still confirmed), and logs are published once Redis has ended
     the subscription, before the new SUBSCRIBE lands (made slow): they come from history."""
-    send = redis_broker._send
+    send = _per_room.send
     reopened: list[Subscriber] = []
 
     async def crossing_send(pubsub: PubSub, *args: str | bytes) -> None:
@@ -169,7 +169,7 @@ async def test_a_room_reopened_while_its_unsubscribe_is_on_the_way_is_caught_up(
             await asyncio.sleep(0.3)
         await send(pubsub, *args)
 
-    monkeypatch.setattr(redis_broker, "_send", crossing_send)
+    monkeypatch.setattr(_per_room, "send", crossing_send)
     run = await _rooms_broker(start_broker, redis_server.url, unsubscribe_linger=0)
     interest = _broker(run)._interest
     first = run.watch(room)
@@ -226,7 +226,7 @@ async def test_after_the_subscription_is_killed_every_room_is_back_and_caught_up
 async def test_a_stream_is_refused_when_redis_never_confirms_its_room(
     start_broker: StartBroker, own_redis: RedisServer, room: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_broker, "LISTEN_TIMEOUT", 0.3)
+    monkeypatch.setattr(_per_room, "LISTEN_TIMEOUT", 0.3)
     run = await _rooms_broker(start_broker, own_redis.url)
     own_redis.pause()  # a stalled Redis: the SUBSCRIBE goes out, no answer comes back
     try:
