@@ -42,7 +42,7 @@ async def probe(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
 async def _channels(client: aioredis.Redis, room: str) -> set[str]:
     """The classic channels of this test's rooms that some client subscribes."""
     names = await client.pubsub_channels(f"room:{room}*")
-    return {name.decode() for name in names}
+    return {name.decode() if isinstance(name, bytes) else name for name in names}
 
 
 async def _unsubscribes(client: aioredis.Redis) -> int:
