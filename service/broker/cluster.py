@@ -150,14 +150,14 @@ class ClusterBroker(RedisBroker):
         sessions = [*self._sessions.values(), *([self._classic] if self._classic else [])]
         for session in sessions:
             await session.close()
+        for addr in list(self._node_clients):
+            self._drop_node_client(addr)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._cluster.aclose()
-        for addr in list(self._node_clients):
-            await self._drop_node_client(addr)
 
     # -- the hub's room events -----------------------------------------------------------
 
@@ -259,9 +259,7 @@ class ClusterBroker(RedisBroker):
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
         for addr in self._node_clients.keys() - primaries:
-            closing = asyncio.create_task(self._drop_node_client(addr))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._drop_node_client(addr)
         for addr in primaries - self._sessions.keys():
             self._sessions[addr] = self._session(addr, "shard", self._slots.marker(addr))
         if self._classic is None:
@@ -438,13 +436,21 @@ class ClusterBroker(RedisBroker):
             client = self._node_clients[addr] = aioredis.Redis(connection_pool=pool)
         return client
 
-    async def _drop_node_client(self, addr: Addr) -> None:
-        """`addr` serves no slot (or the broker closes): its publish client goes (a publish
-        still on it fails as a lost connection: 504 when it may have run)."""
+    def _drop_node_client(self, addr: Addr) -> None:
+        """`addr` serves no slot (or the broker closes): its publish client goes at once, and
+        is closed in the background (a publish still on it fails as a lost connection: 504
+        when it may have run, and a keyed one's resend goes to the slot's new owner)."""
         client = self._node_clients.pop(addr, None)
-        if client is not None:
+        if client is None:
+            return
+
+        async def aclose() -> None:
             with contextlib.suppress(Exception):
                 await client.aclose(close_connection_pool=True)
+
+        closing = asyncio.create_task(aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def _call(
         self,

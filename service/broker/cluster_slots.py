@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -82,9 +83,11 @@ def node_pool(addr: Addr, settings: Settings) -> aioredis.BlockingConnectionPool
     """A pool of one node with the cluster client's options (as `_pool.make_pool` makes one
     Redis' pool: bounded and queueing, no retries inside redis-py, RESP2)."""
     options = connection_options(settings)
-    scheme = "rediss" if options.pop("ssl", False) else "redis"
-    return aioredis.BlockingConnectionPool.from_url(
-        f"{scheme}://{addr[0]}:{addr[1]}",
+    tls = options.pop("ssl", False)  # a pool takes the connection class instead
+    return aioredis.BlockingConnectionPool(
+        connection_class=SSLConnection if tls else Connection,
+        host=addr[0],
+        port=addr[1],
         max_connections=settings.redis_pool_size,
         timeout=settings.redis_pool_timeout,
         retry=Retry(NoBackoff(), retries=0),

@@ -173,6 +173,35 @@ async def test_publish_replicas_on_other_shards_meanwhile(
             assert [i for i, _ in await run.broker.history(room, None, 10)] == ids
 
 
+async def test_publish_replicas_follows_a_failover_and_drops_the_old_primarys_client(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses
+) -> None:
+    """CLUSTER FAILOVER: the old primary turns replica of the promoted one, so the retried
+    publish is acknowledged there; the broker's client of the old primary is closed."""
+    run = await start_cluster(publish_replicas=1)
+    broker = run.broker
+    assert isinstance(broker, ClusterBroker)
+    room = cluster.rooms_on_every_primary()[0]
+    primary = cluster.node(_owner_port(cluster, key_slot(TAGGED.channel(room).encode())))
+    replica = cluster.replica_of(primary)
+    first = await broker.publish_once(room, logs(1), "f0", "fp")
+    assert ("127.0.0.1", primary.port) in broker._node_clients
+    await asyncio.to_thread(replica.cli, "CLUSTER", "FAILOVER")
+    answers: list[Published] = []
+
+    async def moved_on() -> bool:  # a publisher's retries, with the same key
+        with contextlib.suppress(BrokerUnavailable, PublishOutcomeUnknown):
+            answers.append(await broker.publish_once(room, logs(1, 1), "f1", "fp"))
+        return bool(answers) and ("127.0.0.1", primary.port) not in broker._node_clients
+
+    await poll_until(moved_on, timeout=15, interval=0.05)
+    assert ("127.0.0.1", replica.port) in broker._node_clients
+    assert await broker.history(room, None, 10) == list(
+        zip(first.ids + answers[0].ids, logs(2), strict=True)
+    )
+    await asyncio.to_thread(cluster.wait_ok)
+
+
 async def test_live_delivery_from_every_primary(
     start_cluster: StartBroker, cluster: RedisClusterProcesses
 ) -> None:
