@@ -471,8 +471,9 @@ class ClusterBroker(RedisBroker):
             redirect = exc.__cause__
             if not isinstance(redirect, (AskError, TryAgainError, ClusterDownError)):
                 raise
-            # Only a node client (PUBLISH_REPLICAS) hands these back, redis-py's cluster client
-            # follows them: the node refused the command before running it, so nothing was
+            # A node client (PUBLISH_REPLICAS) hands these back as they come (redis-py's
+            # cluster client follows MOVED/ASK, and gives CLUSTERDOWN up only after its own
+            # retries): the node refused the command before running it, so nothing was
             # stored (a 503), and the slot map is read again for the publisher's retry.
             self._stale = True
             self._wake.set()
