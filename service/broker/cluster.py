@@ -15,6 +15,13 @@ A control task owns the topology: when a session ends (a lost connection, `MOVED
 current primaries, places the rooms again and, once each is confirmed, catches it up from
 history after the last id its streams received. Readiness is LIVE only while every primary's
 session and the classic one are subscribed. docs/cluster.md says what redis-py does not do.
+
+PUBLISH_REPLICAS: `WAIT` counts the writes of the connection it runs on, and redis-py's
+cluster client sends it to its default node, so such a publish runs the script and `WAIT` on
+one pooled connection of this broker's own client of the primary serving the room's slot
+(`_replica_client`, one per primary, dropped when it serves no slot). That node answering
+`MOVED`/`ASK` means the script did not run: the slot map is read again, and the publish is a
+503 (retried by the publisher, it lands on the new owner).
 """
 
 from __future__ import annotations
@@ -31,13 +38,21 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import RedisClusterException
+from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
 
-from ..settings import Settings, SettingsError
+from ..settings import Settings
 from ._errors import explain
 from .base import BrokerEvents, BrokerState, BrokerUnavailable, PublishOutcomeUnknown
 from .cluster_reader import Kind, Session
-from .cluster_slots import Addr, SlotMap, connection_options, slot_primaries
+from .cluster_slots import (
+    Addr,
+    SlotMap,
+    connection_options,
+    node_of_slot,
+    node_pool,
+    slot_primaries,
+)
 from .interest import Interest
 from .keys import TAGGED
 from .redis import CLOSE_DRAIN, RedisBroker
@@ -69,13 +84,9 @@ class ClusterBroker(RedisBroker):
     transient_errors = (Exception,)
 
     def __init__(self, settings: Settings, events: BrokerEvents) -> None:
-        if settings.publish_replicas:
-            # WAIT must run on the connection that ran the script, which redis-py's cluster
-            # client does not offer (it sends WAIT to its default node): refused, not ignored.
-            raise SettingsError(
-                "PUBLISH_REPLICAS", "not supported with REDIS_CLUSTER_NODES in this build"
-            )
         self._settings = settings
+        # PUBLISH_REPLICAS: a client of each primary that ran a publish, by address.
+        self._node_clients: dict[Addr, aioredis.Redis] = {}
         super().__init__(settings, events)
         self._backoff = ExponentialWithJitterBackoff(cap=2.0, base=0.05)
         self._wake = asyncio.Event()
@@ -139,6 +150,8 @@ class ClusterBroker(RedisBroker):
         sessions = [*self._sessions.values(), *([self._classic] if self._classic else [])]
         for session in sessions:
             await session.close()
+        for addr in list(self._node_clients):
+            self._drop_node_client(addr)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         for task in self._tasks:
@@ -245,6 +258,8 @@ class ClusterBroker(RedisBroker):
                 closing = asyncio.create_task(session.close())
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
+        for addr in self._node_clients.keys() - primaries:
+            self._drop_node_client(addr)
         for addr in primaries - self._sessions.keys():
             self._sessions[addr] = self._session(addr, "shard", self._slots.marker(addr))
         if self._classic is None:
@@ -408,6 +423,35 @@ class ClusterBroker(RedisBroker):
 
     # -- commands ------------------------------------------------------------------------
 
+    def _replica_client(self, room: str) -> aioredis.Redis:
+        """PUBLISH_REPLICAS: the client of the primary that serves `room`'s slot in redis-py's
+        slot cache (where its other commands are routed), made on first use. A pooled
+        connection of it runs the script and then WAIT (replicas.py)."""
+        addr = node_of_slot(self._cluster, key_slot(self._keys.history(room).encode()))
+        if addr is None:
+            raise BrokerUnavailable("redis cluster: no primary serves the room's slot now")
+        client = self._node_clients.get(addr)
+        if client is None:
+            pool = node_pool(addr, self._settings)
+            client = self._node_clients[addr] = aioredis.Redis(connection_pool=pool)
+        return client
+
+    def _drop_node_client(self, addr: Addr) -> None:
+        """`addr` serves no slot (or the broker closes): its publish client goes at once, and
+        is closed in the background (a publish still on it fails as a lost connection: 504
+        when it may have run, and a keyed one's resend goes to the slot's new owner)."""
+        client = self._node_clients.pop(addr, None)
+        if client is None:
+            return
+
+        async def aclose() -> None:
+            with contextlib.suppress(Exception):
+                await client.aclose(close_connection_pool=True)
+
+        closing = asyncio.create_task(aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
     async def _call(
         self,
         call: Callable[[], Awaitable[T]],
@@ -423,9 +467,23 @@ class ClusterBroker(RedisBroker):
         outcome for a write: never a 500."""
         try:
             return await super()._call(call, resend_safe=resend_safe, writes=writes, room=room)
+        except BrokerUnavailable as exc:
+            redirect = exc.__cause__
+            if not isinstance(redirect, (AskError, TryAgainError, ClusterDownError)):
+                raise
+            # A node client (PUBLISH_REPLICAS) hands these back as they come (redis-py's
+            # cluster client follows MOVED/ASK, and gives CLUSTERDOWN up only after its own
+            # retries): the node refused the command before running it, so nothing was
+            # stored (a 503), and the slot map is read again for the publisher's retry.
+            self._stale = True
+            self._wake.set()
+            log.info("redis cluster node redirected a publish (%s)", self._explain(redirect))
+            raise BrokerUnavailable(
+                f"redis cluster: {self._explain(redirect)} (the slot map is read again)"
+            ) from redirect
         except RedisClusterException as exc:
             raise BrokerUnavailable(f"redis cluster: {self._explain(exc)}") from exc
-        except (BrokerUnavailable, PublishOutcomeUnknown, KeyReused):
+        except (PublishOutcomeUnknown, KeyReused):
             raise
         except Exception as exc:
             log.warning("redis cluster client failed (%r)", exc, exc_info=True)

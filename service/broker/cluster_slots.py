@@ -1,13 +1,18 @@
 """What the Cluster broker knows of the cluster's shape: which primary serves each hash slot
 (read through redis-py's nodes manager, i.e. `CLUSTER SLOTS`), the marker channel a session
-subscribes first on each primary, and the connection options every node client shares."""
+subscribes first on each primary, and the connection options every node client shares (and
+the pool of PUBLISH_REPLICAS' node clients)."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from ..settings import Settings
@@ -66,6 +71,32 @@ def slot_primaries(reply: Any) -> list[tuple[int, Addr]]:
 def _addr(node: Any) -> Addr:
     host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
     return host, int(node[1])
+
+
+def node_of_slot(cluster: RedisCluster, slot: int) -> Addr | None:
+    """The primary serving `slot` in redis-py's slot cache (a `MOVED` it followed included)."""
+    nodes = cluster.nodes_manager.slots_cache.get(slot)
+    return (nodes[0].host, int(nodes[0].port)) if nodes else None
+
+
+def node_pool(addr: Addr, settings: Settings) -> aioredis.BlockingConnectionPool:
+    """A pool of one node with the cluster client's options (as `_pool.make_pool` makes one
+    Redis' pool: bounded and queueing, no retries inside redis-py, RESP2)."""
+    options = connection_options(settings)
+    tls = options.pop("ssl", False)  # a pool takes the connection class instead
+    return aioredis.BlockingConnectionPool(
+        connection_class=SSLConnection if tls else Connection,
+        host=addr[0],
+        port=addr[1],
+        max_connections=settings.redis_pool_size,
+        timeout=settings.redis_pool_timeout,
+        retry=Retry(NoBackoff(), retries=0),
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=10,
+        protocol=2,
+        **options,
+    )
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:

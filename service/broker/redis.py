@@ -479,6 +479,11 @@ class RedisBroker(Broker):
             await asyncio.sleep(self._command_backoff.compute(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _replica_client(self, room: str) -> aioredis.Redis:
+        """PUBLISH_REPLICAS: the client whose pooled connection runs `room`'s script and then
+        WAIT (the Cluster's broker: the one of the primary serving the room's slot)."""
+        return self._client
+
     async def publish(self, room: str, logs: Sequence[bytes]) -> list[str]:
         # Without a key, a resend after a lost answer would store twice.
         return (await self._store(room, logs, resend_safe=False)).ids
@@ -521,7 +526,7 @@ class RedisBroker(Broker):
         history = self._keys.history(room)
         return await self._call(
             lambda: (
-                self._replicas.store(self._client, run, history)
+                self._replicas.store(self._replica_client(room), self.publish_script, run, history)
                 if self._replicas
                 else run(self._script)
             ),

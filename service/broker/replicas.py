@@ -5,6 +5,10 @@ connection it runs on*, so it follows the publish script on the script's own con
 refuses WAIT inside a script). Fewer than n within the timeout is not a failure to store: the
 logs are on the primary, and may or may not survive a failover, so the publisher is told the
 outcome is unknown (504) and retries with its Idempotency-Key, which stores them once.
+
+On a Cluster that connection is one to the primary serving the room's slot, from the broker's
+own client of that node (`ClusterBroker._replica_client`): redis-py's cluster client would
+send WAIT to its default node.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from redis.commands.core import AsyncScript
 
 from ..settings import Settings
 from .base import PublishOutcomeUnknown
-from .script import PUBLISH_SCRIPT, Published
+from .script import Published
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +41,15 @@ class Replicas:
     async def store(
         self,
         client: aioredis.Redis,
+        script: str,
         run: Callable[[AsyncScript], Awaitable[Published]],
         history: str,
     ) -> Published:
-        """`run(script)` (the publish script) on one connection of `client`'s pool, then
-        `WAIT` there; raises `PublishOutcomeUnknown` when fewer replicas acknowledged."""
+        """`run(script)` (the broker's publish script: the sharded one on a Cluster) on one
+        connection of `client`'s pool, then `WAIT` there; raises `PublishOutcomeUnknown` when
+        fewer replicas acknowledged."""
         async with client.client() as conn:
-            published = await run(conn.register_script(PUBLISH_SCRIPT))
+            published = await run(conn.register_script(script))
             await self.wait(conn, published, history)
             return published
 

@@ -6,6 +6,7 @@ on the classic channel (to any node) is stored and delivered with its id."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,8 +17,10 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from service.broker import BrokerState, BrokerUnavailable, PublishOutcomeUnknown, Window
+from service.broker import cluster as cluster_broker
 from service.broker.cluster import ClusterBroker
 from service.broker.keys import TAGGED
+from service.broker.script import Published
 from tests.brokers.test_contract import (
     test_history_and_last_are_oldest_first,
     test_publish_returns_monotonic_stream_ids,
@@ -109,6 +112,94 @@ async def test_publish_once_replays_on_the_cluster(
     assert again.ids == first.ids
     assert await direct.exists(f"room:{{{room}}}:publish:key-1") == 1
     assert len(await run.broker.history(room, None, 10)) == 2
+
+
+@contextlib.asynccontextmanager
+async def _replica_paused(cluster: RedisClusterProcesses, room: str) -> AsyncIterator[None]:
+    """SIGSTOP of the replica of `room`'s primary (no failover: only primaries fail over);
+    resumed, and the cluster healthy again, for the module's later tests."""
+    slot = key_slot(TAGGED.channel(room).encode())
+    replica = cluster.replica_of(cluster.node(_owner_port(cluster, slot)))
+    replica.pause()
+    try:
+        yield
+    finally:
+        replica.resume()
+        await asyncio.to_thread(cluster.wait_ok)
+
+
+async def test_publish_replicas_waits_for_the_rooms_replica(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses
+) -> None:
+    """PUBLISH_REPLICAS=1: WAIT runs on the connection of the room's primary that ran the
+    script, so a stalled replica of that shard makes the publish an unknown outcome (504); once
+    it is back, the retry with the same key replays the stored logs, acknowledged."""
+    run = await start_cluster(publish_replicas=1, publish_replicas_timeout_ms=200)
+    broker = run.broker
+    for room in cluster.rooms_on_every_primary():  # every shard's replica acknowledges
+        assert len((await broker.publish_once(room, logs(1), "warm", "fp")).ids) == 1
+    room = cluster.rooms_on_every_primary()[0]
+    async with _replica_paused(cluster, room):
+        with pytest.raises(PublishOutcomeUnknown, match="PUBLISH_REPLICAS"):
+            await broker.publish_once(room, logs(2), "k1", "fp")
+        stored = await broker.history(room, None, 10)  # on the primary all the same
+    assert [d for _, d in stored] == logs(2)
+
+    answers: list[Published] = []
+
+    async def acknowledged() -> bool:  # the publisher's retry, with the same key
+        with contextlib.suppress(PublishOutcomeUnknown):
+            answers.append(await broker.publish_once(room, logs(2), "k1", "fp"))
+        return bool(answers)
+
+    await poll_until(acknowledged, timeout=10, interval=0.05)
+    [again] = answers
+    assert again.replayed
+    assert again.ids == [i for i, _ in stored]
+    assert await broker.history(room, None, 10) == stored
+
+
+async def test_publish_replicas_on_other_shards_meanwhile(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses
+) -> None:
+    """One shard's stalled replica holds up that shard's publishes only."""
+    run = await start_cluster(publish_replicas=1, publish_replicas_timeout_ms=200)
+    stalled, *others = cluster.rooms_on_every_primary()
+    async with _replica_paused(cluster, stalled):
+        with pytest.raises(PublishOutcomeUnknown):
+            await run.broker.publish(stalled, logs(1))
+        for room in others:
+            ids = await run.broker.publish(room, logs(3))
+            assert [i for i, _ in await run.broker.history(room, None, 10)] == ids
+
+
+async def test_publish_replicas_follows_a_failover_and_drops_the_old_primarys_client(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses
+) -> None:
+    """CLUSTER FAILOVER: the old primary turns replica of the promoted one, so the retried
+    publish is acknowledged there; the broker's client of the old primary is closed."""
+    run = await start_cluster(publish_replicas=1)
+    broker = run.broker
+    assert isinstance(broker, ClusterBroker)
+    room = cluster.rooms_on_every_primary()[0]
+    primary = cluster.node(_owner_port(cluster, key_slot(TAGGED.channel(room).encode())))
+    replica = cluster.replica_of(primary)
+    first = await broker.publish_once(room, logs(1), "f0", "fp")
+    assert ("127.0.0.1", primary.port) in broker._node_clients
+    await asyncio.to_thread(replica.cli, "CLUSTER", "FAILOVER")
+    answers: list[Published] = []
+
+    async def moved_on() -> bool:  # a publisher's retries, with the same key
+        with contextlib.suppress(BrokerUnavailable, PublishOutcomeUnknown):
+            answers.append(await broker.publish_once(room, logs(1, 1), "f1", "fp"))
+        return bool(answers) and ("127.0.0.1", primary.port) not in broker._node_clients
+
+    await poll_until(moved_on, timeout=15, interval=0.05)
+    assert ("127.0.0.1", replica.port) in broker._node_clients
+    assert await broker.history(room, None, 10) == list(
+        zip(first.ids + answers[0].ids, logs(2), strict=True)
+    )
+    await asyncio.to_thread(cluster.wait_ok)
 
 
 async def test_live_delivery_from_every_primary(
@@ -223,6 +314,39 @@ async def test_a_migrated_slot_is_followed_with_nothing_lost(
     assert await broker.history(room, None, 10) == [
         (i, d) for i, d in zip(before + after, logs(6), strict=True)
     ]
+
+
+async def test_a_publish_answered_moved_is_a_503_and_the_retry_lands(
+    start_cluster: StartBroker, cluster: RedisClusterProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PUBLISH_REPLICAS=1 and the slot map stale (a slot moved while the broker held no room
+    there, so nothing was pushed): the old owner answers the script MOVED, so it did not run,
+    a 503; the map is read again and the publisher's retry lands on the new owner."""
+    monkeypatch.setattr(cluster_broker, "TOPOLOGY_POLL", 60.0)  # no poll notices it first
+    run = await start_cluster(publish_replicas=1)
+    broker = run.broker
+    assert isinstance(broker, ClusterBroker)
+    room = cluster.rooms_on_every_primary()[0]
+    slot = key_slot(TAGGED.channel(room).encode())
+    source = _owner_port(cluster, slot)
+    target = next(n.port for n in cluster.primaries() if n.port != source)
+    first = await broker.publish_once(room, logs(1), "m0", "fp")
+    await asyncio.to_thread(migrate_slot, cluster, slot, source, target)
+    with pytest.raises(BrokerUnavailable, match="MovedError"):
+        await broker.publish_once(room, logs(1, 1), "m1", "fp")
+    answers: list[Published] = []
+
+    async def landed() -> bool:
+        with contextlib.suppress(BrokerUnavailable):
+            answers.append(await broker.publish_once(room, logs(1, 1), "m1", "fp"))
+        return bool(answers)
+
+    await poll_until(landed, timeout=10, interval=0.05)
+    assert not answers[0].replayed
+    assert ("127.0.0.1", target) in broker._node_clients
+    assert await broker.history(room, None, 10) == list(
+        zip(first.ids + answers[0].ids, logs(2), strict=True)
+    )
 
 
 async def test_subscribe_mode_rooms_follows_the_classic_channel_per_room(

@@ -77,6 +77,12 @@ class ClusterNodeProcess:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
+    def restart(self) -> None:
+        """Start again after `kill`, on the same port and directory: its nodes.conf kept, it
+        rejoins the cluster (a killed primary: as a replica of the one promoted meanwhile)."""
+        assert not self.alive()
+        self.start()
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -192,6 +198,21 @@ class RedisClusterProcesses:
             if info["role"] == "slave" and int(info["master_port"]) == primary.port:
                 return node
         raise LookupError(f"no live replica of {primary.port}")
+
+    def wait_replica(
+        self, node: ClusterNodeProcess, primary: ClusterNodeProcess, timeout: float = READY_TIMEOUT
+    ) -> None:
+        """Until `node` is a replica of `primary` with its link up (synced), bounded."""
+
+        def connected() -> bool:
+            info = node.info("replication")
+            return (
+                info["role"] == "slave"
+                and int(info["master_port"]) == primary.port
+                and info.get("master_link_status") == "up"
+            )
+
+        self._until(time.monotonic() + timeout, connected, f"{node.port} replica of {primary.port}")
 
     def rooms_on_every_primary(self, per_primary: int = 1) -> list[str]:
         """Fresh room ids whose slots fall on each primary, `per_primary` of each."""

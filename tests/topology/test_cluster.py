@@ -4,9 +4,10 @@ retried with the same key on 503/504), through (a) `CLUSTER FAILOVER` on a repli
 (b) SIGKILL of a primary: every acknowledged log reaches every stream of its room once and in
 order, the streams stay open, and /readyz is 503 while a shard cannot be served, 200 after.
 
-PUBLISH_REPLICAS is not set: the WAIT work is not on this branch. Without it an acknowledged
-publish that the killed primary had not replicated could be lost (DESIGN.md "Failover"); on
-loopback the replica is never measurably behind (RESEARCH-SCALEOUT.md §6: 0 lost of 1,263).
+The gateway runs with PUBLISH_REPLICAS=1 (one replica per primary here): a publish is
+acknowledged only once the shard's replica holds it, so no acknowledged log can be lost with
+the killed primary. The promoted replica then has no replica of its own: its shard's
+publishes answer 504 (retried) until the killed node is restarted and rejoins as its replica.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def cluster() -> Iterator[RedisClusterProcesses]:
 
 @pytest.fixture
 async def gateway(service: StartService, cluster: RedisClusterProcesses) -> ServiceProcess:
-    return await service(REDIS_CLUSTER_NODES=cluster.seeds, HEARTBEAT_INTERVAL="1")
+    return await service(
+        REDIS_CLUSTER_NODES=cluster.seeds, PUBLISH_REPLICAS="1", HEARTBEAT_INTERVAL="1"
+    )
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Run:
 
     acked: dict[str, list[str]]
     retries: int = 0
+    refusals: list[str] = field(default_factory=list)  # the bodies of the 503/504 answers
     readiness: list[int] = field(default_factory=list)
 
 
@@ -79,7 +83,9 @@ async def _publish(
                     ) as r:
                         if r.status == 202:
                             break
-                        assert r.status in RETRYABLE, await r.text()
+                        text = await r.text()
+                        assert r.status in RETRYABLE, text
+                        run.refusals.append(text)
                 run.retries += 1
                 await asyncio.sleep(0.1)
         run.acked[room].append(message)
@@ -194,8 +200,10 @@ async def test_sigkill_of_a_primary(
     gateway: ServiceProcess, cluster: RedisClusterProcesses
 ) -> None:
     """A crash: the replica is promoted after cluster-node-timeout (about 2 s); meanwhile
-    that shard's publishes answer 503 (retried) and /readyz is 503; afterwards every log
-    acknowledged reaches every stream."""
+    that shard's publishes answer 503 (retried) and /readyz is 503. The promoted replica has
+    no replica (PUBLISH_REPLICAS=1: its shard's publishes answer 504) until the killed node
+    is restarted and has synced as its replica; afterwards every log acknowledged reaches
+    every stream."""
     primary = cluster.primaries()[0]
     replica = cluster.replica_of(primary)
     async with _traffic(gateway, cluster) as (run, _):
@@ -203,6 +211,13 @@ async def test_sigkill_of_a_primary(
         primary.kill()
         await _until_primary(replica)
         promoted_after = time.monotonic() - killed_at
+
+        async def unreplicated() -> bool:  # the promoted primary's WAIT: no replica
+            return any("PUBLISH_REPLICAS" in text for text in run.refusals)
+
+        await poll_until(unreplicated, timeout=15)
+        primary.restart()
+        await asyncio.to_thread(cluster.wait_replica, primary, replica)
         await _until_ready(gateway)
     assert 503 in run.readiness, "readiness stayed 200 while a shard was gone"
     assert run.readiness[-1] == 200

@@ -7,10 +7,13 @@ from __future__ import annotations
 import hiredis
 import pytest
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
+from redis.asyncio.connection import SSLConnection
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from service.broker import _batch_read, create_broker
+from service.broker.cluster import ClusterBroker
+from service.broker.cluster_slots import node_pool
 from service.broker.keys import PLAIN, TAGGED, room_from_channel
 from service.broker.script import (
     PERMISSIONS_SCRIPT,
@@ -24,7 +27,6 @@ from service.broker.script import (
 from service.delivery import Delivery
 from service.hub import Hub
 from service.metrics import Metrics
-from service.settings import SettingsError
 from tests.support.factories import settings
 
 
@@ -86,8 +88,21 @@ def test_buffered_shard_messages_stop_at_a_pushed_sunsubscribe() -> None:
     assert _batch_read.take_buffered(reader, []) is False
 
 
-def test_publish_replicas_is_refused_on_a_cluster_not_ignored() -> None:
-    """WAIT would have to run on the connection that ran the script: not in this build."""
-    config = settings(redis_cluster_nodes=(("127.0.0.1", 7000),), publish_replicas=1)
-    with pytest.raises(SettingsError, match="PUBLISH_REPLICAS"):
-        create_broker(config, Delivery(Hub(), Metrics(), config.max_message_bytes))
+async def test_publish_replicas_on_a_cluster_uses_a_pool_per_primary_with_its_options() -> None:
+    """PUBLISH_REPLICAS is accepted with REDIS_CLUSTER_NODES; its node pools carry what the
+    cluster client's connections carry (user, password, TLS from REDIS_URL; no retries)."""
+    config = settings(
+        redis_cluster_nodes=(("127.0.0.1", 7000),),
+        redis_url="rediss://gw:s%40cret@ignored",
+        publish_replicas=1,
+    )
+    broker = create_broker(config, Delivery(Hub(), Metrics(), config.max_message_bytes))
+    assert isinstance(broker, ClusterBroker)
+    await broker.close()
+    pool = node_pool(("10.0.0.7", 7001), config)
+    assert pool.connection_class is SSLConnection
+    kwargs = pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"]) == ("10.0.0.7", 7001)
+    assert (kwargs["username"], kwargs["password"], kwargs["protocol"]) == ("gw", "s@cret", 2)
+    assert kwargs["retry"].get_retries() == 0
+    assert pool.max_connections == config.redis_pool_size
