@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import gc
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ from ._common import HOST, RESULTS_DIR, SECRET, SetupError, say, shown
 from ._procs import established_inodes, pin_load_generator, raise_nofile
 from ._redis import PrivateRedis, flush_redis
 from .metering import QuietCores, UsageMeter
+from .profile import _py_spy, summarise
 from .publishers import Feed, LogFactory
 from .reader import Framing, KeepingStream, Pool, Recorder, Stream, check_framing
 from .report_storm import StormRun, SystemRun, markdown
@@ -326,6 +328,8 @@ class StormBench:
     ) -> tuple[StormRun, list[ResumingStream]]:
         opts = self.opts
         resumes = system.key in RESUMES
+        # Quiet cores first: the storm starts right after the logs (nchan's expire in 60 s).
+        await self.quiet.wait(say)
         await self._publish(feed, logs, streams, 1)
         older = [s.last_id for s in streams]
         await self._publish(feed, logs, streams, opts.behind)
@@ -342,15 +346,18 @@ class StormBench:
         for s in streams:
             s.close()
         await self._let_go(system.port)
-        await self.quiet.wait(say)
+        spy = await self._spy(system)
         meter = UsageMeter(system.cpu_seconds, self.redis.pid)
         meter.start()
         t0 = time.perf_counter()
-        fresh, retries = await self._connect(
-            system, requests, resume, wants, opts.storm_concurrency, opts.limit_s
-        )
-        last = max(s.done_at for s in fresh)
-        usage = meter.stop()
+        try:
+            fresh, retries = await self._connect(
+                system, requests, resume, wants, opts.storm_concurrency, opts.limit_s
+            )
+            last = max(s.done_at for s in fresh)
+            usage = meter.stop()
+        finally:
+            await self._unspy(spy)
         wall = last - t0
         per_stream = sorted((s.done_at - s.started) * 1e3 for s in fresh)
         await asyncio.sleep(0.3)  # a duplicate sent after the handshake shows up here
@@ -372,6 +379,38 @@ class StormBench:
             retries=retries,
         )
         return storm, fresh
+
+    async def _spy(self, system: System) -> asyncio.subprocess.Process | None:
+        """`--profile`: py-spy recording roomlogs through the storm (on the load generator's
+        core), as `bench.profile` runs it."""
+        spy = _py_spy()
+        if not self.args.profile or system.key != "roomlogs" or system.proc is None or not spy:
+            return None
+        self.args.profile_out.parent.mkdir(parents=True, exist_ok=True)
+        argv = [spy, "record", "--pid", str(system.proc.pid), "--rate", "250",
+                "--format", "raw", "--output", str(self.args.profile_out)]  # fmt: skip
+        if self.args.client_cpu is not None:
+            argv = ["taskset", "-c", str(self.args.client_cpu), *argv]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await asyncio.sleep(1.0)  # py-spy attaching: no event tells when it samples
+        return proc
+
+    async def _unspy(self, proc: asyncio.subprocess.Process | None) -> None:
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            async with asyncio.timeout(30):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        out = self.args.profile_out
+        if out.exists():
+            say(summarise(out, 25))
+            say(f"  collapsed stacks: {shown(out)}")
 
     async def _live(self, feed: Feed, logs: LogFactory, streams: Sequence[ResumingStream]) -> int:
         """One more log per room: how many streams get it (all live after the storm)."""
@@ -446,6 +485,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--client-cpu", type=int, default=1, help="core for load generator + redis")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/)")
+    p.add_argument(
+        "--profile", action="store_true",
+        help="py-spy roomlogs through its storms (bench/results/storm-<timestamp>-py-spy.txt)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
@@ -457,6 +500,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def amain(args: argparse.Namespace) -> int:
     out = args.out or RESULTS_DIR / f"storm-{args.started}.json"
+    args.profile_out = out.with_name(out.stem + "-py-spy.txt")
     args.workdir = out.with_suffix("").with_name(out.stem + "-logs")
     args.workdir.mkdir(parents=True, exist_ok=True)
     redis = PrivateRedis(args.client_cpu, extra=["--maxclients", str(args.streams + 2000)])
