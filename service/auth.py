@@ -11,7 +11,8 @@ import asyncio
 import math
 import time
 import warnings
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +85,59 @@ def _room_set(value: Any) -> frozenset[str]:
     return frozenset()
 
 
+# Verified tokens kept (token → Grant), so that a reconnect storm (every client back at once
+# with the token it had) does not check the same signature again: ~10,000 streams' worth.
+GRANT_CACHE_SIZE = 10_000
+
+
+class GrantCache:
+    """A bounded cache of verified tokens: the token string → its `Grant`, kept until the
+    token's expiry (`exp` + leeway, when PyJWT would refuse it) and at most `size` entries,
+    the least recently used going first. Only successes are kept: a refused token is checked
+    every time. The tokens are never logged, printed or put in a `repr`."""
+
+    __slots__ = ("_clock", "_entries", "_leeway", "_size")
+
+    def __init__(self, size: int, leeway: float, clock: Callable[[], float] = time.time) -> None:
+        self._size = size
+        self._leeway = leeway
+        self._clock = clock
+        self._entries: OrderedDict[str, Grant] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<GrantCache {len(self._entries)}/{self._size}>"
+
+    def get(self, token: str) -> Grant | None:
+        grant = self._entries.get(token)
+        if grant is None:
+            return None
+        if self._clock() > grant.expires_at + self._leeway:
+            del self._entries[token]  # expired: verified again, and refused as expired
+            return None
+        self._entries.move_to_end(token)
+        return grant
+
+    def put(self, token: str, grant: Grant) -> None:
+        if self._size <= 0:
+            return
+        self._entries[token] = grant
+        self._entries.move_to_end(token)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
 class TokenVerifier:
-    def __init__(self, settings: Settings, secret: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        secret: str | None = None,
+        *,
+        cache_size: int = GRANT_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._algorithms = settings.jwt_algorithms
         self._secret = secret if secret is not None else settings.jwt_secret
         self._public_key = settings.jwt_public_key
@@ -95,8 +147,20 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway
+        self._cache = GrantCache(cache_size, settings.jwt_leeway, clock)
 
     async def verify(self, token: str) -> Grant:
+        """The token's grant; from the cache when it verified before and has not expired
+        (the signature, issuer, audience and times were checked then, against the same
+        settings)."""
+        cached = self._cache.get(token)
+        if cached is not None:
+            return cached
+        grant = await self._verify(token)
+        self._cache.put(token, grant)
+        return grant
+
+    async def _verify(self, token: str) -> Grant:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
