@@ -8,6 +8,7 @@ only, so no token can choose its own verification (the classic "alg confusion").
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 import warnings
@@ -90,11 +91,17 @@ def _room_set(value: Any) -> frozenset[str]:
 GRANT_CACHE_SIZE = 10_000
 
 
+def _digest(token: str) -> bytes:
+    """What a token is cached by: its BLAKE2b-128 digest, 49 bytes in memory where the token
+    is ~240 (the cache costs memory for every stream up to its size), and no token kept."""
+    return hashlib.blake2b(token.encode(), digest_size=16).digest()
+
+
 class GrantCache:
-    """A bounded cache of verified tokens: the token string → its `Grant`, kept until the
-    token's expiry (`exp` + leeway, when PyJWT would refuse it) and at most `size` entries,
-    the least recently used going first. Only successes are kept: a refused token is checked
-    every time. The tokens are never logged, printed or put in a `repr`."""
+    """A bounded cache of verified tokens: the token (its digest) → its `Grant`, kept until
+    the token's expiry (`exp` + leeway, when PyJWT would refuse it) and at most `size`
+    entries, the least recently used going first. Only successes are kept: a refused token is
+    checked every time. No token is kept, logged, printed or put in a `repr`."""
 
     __slots__ = ("_clock", "_entries", "_leeway", "_size")
 
@@ -102,7 +109,7 @@ class GrantCache:
         self._size = size
         self._leeway = leeway
         self._clock = clock
-        self._entries: OrderedDict[str, Grant] = OrderedDict()
+        self._entries: OrderedDict[bytes, Grant] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -111,20 +118,22 @@ class GrantCache:
         return f"<GrantCache {len(self._entries)}/{self._size}>"
 
     def get(self, token: str) -> Grant | None:
-        grant = self._entries.get(token)
+        key = _digest(token)
+        grant = self._entries.get(key)
         if grant is None:
             return None
         if self._clock() > grant.expires_at + self._leeway:
-            del self._entries[token]  # expired: verified again, and refused as expired
+            del self._entries[key]  # expired: verified again, and refused as expired
             return None
-        self._entries.move_to_end(token)
+        self._entries.move_to_end(key)
         return grant
 
     def put(self, token: str, grant: Grant) -> None:
         if self._size <= 0:
             return
-        self._entries[token] = grant
-        self._entries.move_to_end(token)
+        key = _digest(token)
+        self._entries[key] = grant
+        self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
