@@ -103,13 +103,16 @@ class GrantCache:
     entries, the least recently used going first. Only successes are kept: a refused token is
     checked every time. No token is kept, logged, printed or put in a `repr`."""
 
-    __slots__ = ("_clock", "_entries", "_leeway", "_size")
+    __slots__ = ("_clock", "_entries", "_leeway", "_sets", "_size")
 
     def __init__(self, size: int, leeway: float, clock: Callable[[], float] = time.time) -> None:
         self._size = size
         self._leeway = leeway
         self._clock = clock
         self._entries: OrderedDict[bytes, Grant] = OrderedDict()
+        # One object per distinct room set: the viewers of a room hold tokens with the same
+        # `rooms` claim, and a frozenset is ~220 bytes. Emptied when it outgrows the cache.
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -128,14 +131,22 @@ class GrantCache:
         self._entries.move_to_end(key)
         return grant
 
-    def put(self, token: str, grant: Grant) -> None:
+    def put(self, token: str, grant: Grant) -> Grant:
+        """Keep `grant` for `token`; returns the grant as kept (its room sets shared)."""
         if self._size <= 0:
-            return
+            return grant
+        if len(self._sets) >= self._size:
+            self._sets.clear()
+        rooms = self._sets.setdefault(grant.rooms, grant.rooms)
+        publish = self._sets.setdefault(grant.publish, grant.publish)
+        if rooms is not grant.rooms or publish is not grant.publish:
+            grant = Grant(grant.subject, rooms, publish, grant.expires_at)
         key = _digest(token)
         self._entries[key] = grant
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+        return grant
 
 
 class TokenVerifier:
@@ -165,9 +176,7 @@ class TokenVerifier:
         cached = self._cache.get(token)
         if cached is not None:
             return cached
-        grant = await self._verify(token)
-        self._cache.put(token, grant)
-        return grant
+        return self._cache.put(token, await self._verify(token))
 
     async def _verify(self, token: str) -> Grant:
         try:

@@ -91,3 +91,13 @@ def test_a_cache_of_size_zero_keeps_nothing() -> None:
     cache.put("t", Grant(None, frozenset(), frozenset(), time.time() + 600))
     assert cache.get("t") is None
     assert len(cache) == 0
+
+
+async def test_tokens_with_the_same_rooms_share_one_room_set() -> None:
+    verifier = _verifier(Clock())
+    one = await verifier.verify(mint_token(SECRET, rooms=["a", "b"], ttl=600, sub="one"))
+    two = await verifier.verify(mint_token(SECRET, rooms=["b", "a"], ttl=600, sub="two"))
+    assert one.rooms is two.rooms
+    assert (one.subject, two.subject) == ("one", "two")
+    assert two.can_read("a")
+    assert not two.can_publish("a")
