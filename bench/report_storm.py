@@ -30,6 +30,7 @@ class StormRun:
     exact: int  # streams that got exactly what they missed (no loss, no duplicate)
     live: int  # streams that got the log published after the storm
     retries: int  # connection attempts that failed and were retried
+    retry_reasons: dict[str, int] = field(default_factory=dict)  # why, how many times
     round: int = 0
 
     def line(self) -> str:
@@ -39,6 +40,7 @@ class StormRun:
             f"server {self.server_core:.0%} ({self.server_us:.0f} µs each), load gen "
             f"{self.loadgen_core:.0%}, redis {self.redis_core:.0%}; exact {self.exact:,}, "
             f"live {self.live:,}, retries {self.retries}"
+            + (f" {self.retry_reasons}" if self.retry_reasons else "")
         )
 
 
@@ -131,6 +133,13 @@ def markdown(runs: Sequence[SystemRun]) -> str:
             "|---|---:|---|---|"]  # fmt: skip
     out += [f"| {a} | {b} | {c} | {_met(d)} |" for a, b, c, d in rows]
     notes = [f"{r.system}: {n}" for r in runs for n in r.notes]
+    notes += [
+        f"{r.system}, storm {s.round}: retried "
+        + ", ".join(f"{why} x{count}" for why, count in s.retry_reasons.items())
+        for r in runs
+        for s in r.storms
+        if s.retry_reasons
+    ]
     if notes:
         out += ["", *[f"- {n}" for n in notes]]
     return "\n".join(out)

@@ -38,6 +38,7 @@ import secrets
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,16 +232,16 @@ class StormBench:
         wants: Sequence[int],
         concurrency: int,
         limit_s: float = 30,
-    ) -> tuple[list[ResumingStream], int]:
+    ) -> tuple[list[ResumingStream], Counter[str]]:
         """Open one stream per request (`resume`: its Last-Event-ID), `concurrency` at a time,
         retried like an EventSource (0.2 s, 3 attempts); the streams once all are done, and
-        the retries."""
+        why attempts were retried (how many times each)."""
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(concurrency)
         rooms = self.opts.rooms
         done = 0
         all_done = loop.create_future()
-        retries = 0
+        retries: Counter[str] = Counter()
         errors: list[str] = []
         out: list[ResumingStream | None] = [None] * len(requests)
 
@@ -251,9 +252,9 @@ class StormBench:
                 all_done.set_result(None)
 
         async def one(i: int) -> None:
-            nonlocal retries
             request = with_last_event_id(requests[i], resume[i])
             async with sem:
+                first = time.perf_counter()  # a stream's handshake time includes its retries
                 for attempt in range(3):
                     try:
                         async with asyncio.timeout(limit_s):
@@ -262,7 +263,7 @@ class StormBench:
                                                        i % rooms, wants[i], on_done),
                                 HOST, system.port,
                             )  # fmt: skip
-                            proto.started = time.perf_counter()
+                            proto.started = first
                             assert proto.transport is not None
                             proto.transport.write(request)
                             await asyncio.wait(
@@ -275,12 +276,12 @@ class StormBench:
                             out[i] = proto
                             return
                         why = proto.error
-                    retries += 1
                     if attempt == 2:
                         errors.append(why)
                         if not all_done.done():
                             all_done.set_result(None)
                         return
+                    retries[why.split(":", 1)[0][:60]] += 1
                     await asyncio.sleep(0.2)
 
         tasks = [asyncio.create_task(one(i)) for i in range(len(requests))]
@@ -298,7 +299,7 @@ class StormBench:
                 if s is not None:
                     s.close()
             raise SetupError(f"{len(errors)} of {len(requests)} streams failed: {errors[0]}")
-        return [s for s in out if s is not None], retries - len(errors)
+        return [s for s in out if s is not None], retries
 
     async def _publish(
         self, feed: Feed, logs: LogFactory, streams: Sequence[ResumingStream], count: int
@@ -376,7 +377,8 @@ class StormBench:
             redis_core=usage.redis,
             exact=exact,
             live=live,
-            retries=retries,
+            retries=sum(retries.values()),
+            retry_reasons=dict(retries),
         )
         return storm, fresh
 
