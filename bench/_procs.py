@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -143,6 +144,56 @@ def established_inodes(port: int) -> set[int]:
                 if int(fields[1].rsplit(":", 1)[1], 16) == port:
                     inodes.add(int(fields[9]))
     return inodes
+
+
+def owners_of_ports(pids: Sequence[int], ports: set[int]) -> dict[int, int]:
+    """Local TCP port -> the process among `pids` holding that socket, for the ESTABLISHED
+    connections of `ports` (a Redis client's port in `CLIENT LIST` names its process)."""
+    by_inode: dict[int, int] = {}
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] != "01":
+                    continue
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if port in ports:
+                    by_inode[int(fields[9])] = port
+    out: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and int(target[8:-1]) in by_inode:
+                        out[by_inode[int(target[8:-1])]] = pid
+    return out
+
+
+def tcp_bytes_sent(port: int) -> dict[int, int] | None:
+    """By peer port, the bytes each ESTABLISHED connection of local `port` has sent (the
+    kernel's tcp_info `bytes_sent`, read with `ss`): what a server wrote to each of its
+    clients, to the byte. None when `ss` (iproute2) is missing."""
+    ss = shutil.which("ss")
+    if ss is None:
+        return None
+    text = subprocess.run(
+        [ss, "-tinHO", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, timeout=10, check=False,
+    ).stdout  # fmt: skip
+    return bytes_sent_of(text)
+
+
+def bytes_sent_of(text: str) -> dict[int, int]:
+    """`tcp_bytes_sent`'s reading of `ss -tinHO state established` lines."""
+    out: dict[int, int] = {}
+    for line in text.splitlines():
+        fields = line.split()  # Recv-Q Send-Q local peer, then tcp_info
+        if len(fields) < 4 or ":" not in fields[3]:
+            continue
+        found = re.search(r"\bbytes_sent:(\d+)", line)
+        out[int(fields[3].rsplit(":", 1)[1])] = int(found.group(1)) if found else 0
+    return out
 
 
 def socket_count(pid: int, inodes: set[int]) -> int:

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from ._common import HOST, SetupError
 from ._procs import free_port, pinned, stop_process
+from .publishers import resp
 from .reader import Recorder, scan_sent_at
 
 
@@ -143,3 +144,21 @@ async def flush_redis(redis_url: str) -> None:
         await client.flushdb()
     finally:
         await client.aclose()
+
+
+async def info_raw(port: int, *sections: str, host: str = HOST) -> tuple[dict[str, str], int]:
+    """`INFO sections…` on a connection of its own: the fields, and the bytes of the reply
+    (Redis counts a reply in `total_net_output_bytes` once written, so a meter that reads
+    that counter twice subtracts the first reply's bytes from the difference)."""
+    async with asyncio.timeout(5):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(resp(b"INFO", *(s.encode() for s in sections)))
+            head = await reader.readuntil(b"\r\n")
+            if not head.startswith(b"$"):
+                raise SetupError(f"INFO answered {head[:200]!r}")
+            body = await reader.readexactly(int(head[1:-2]) + 2)
+        finally:
+            writer.close()
+    pairs = (line.split(":", 1) for line in body.decode().splitlines() if ":" in line)
+    return {k: v for k, v in pairs}, len(head) + len(body)

@@ -238,7 +238,13 @@ def check_framing(stream: KeepingStream, system: str) -> None:
 
 
 class Pool:
-    """Streams over `rooms`: `open(per_room)` opens that many on each room, interleaved."""
+    """Streams over `rooms`: `open(per_room)` opens that many on each room, interleaved.
+
+    `groups` (indices into `rooms`) makes each stream a stream of several rooms: `open(k)`
+    then opens k streams on every group, each asked with `request` of the group's room names
+    joined by commas (the caller's `request` builds the multi-room URL), and a stream is owed
+    the logs of all its rooms. Without it every room is a group of its own (one-room streams).
+    A stream's `room` is the index of its group."""
 
     def __init__(
         self,
@@ -247,10 +253,13 @@ class Pool:
         request: Callable[[str], bytes],
         framing: Framing,
         recorder: Recorder,
+        groups: Sequence[Sequence[int]] | None = None,
     ) -> None:
         self.port = port
         self.rooms = list(rooms)
-        self.requests = [request(room) for room in self.rooms]
+        self.multi = bool(groups)
+        self.groups = [tuple(g) for g in groups] if groups else [(r,) for r in range(len(rooms))]
+        self.requests = [request(",".join(self.rooms[r] for r in g)) for g in self.groups]
         self.framing = framing
         self.recorder = recorder
         self.streams: list[Stream] = []
@@ -260,7 +269,17 @@ class Pool:
 
     @property
     def per_room(self) -> float:
-        return len(self.streams) / len(self.rooms)
+        """Deliveries per log: the streams on a room, on average (a stream of k rooms counts
+        on each of them)."""
+        if not self.multi:
+            return len(self.streams) / len(self.rooms)
+        return sum(len(self.groups[s.room]) for s in self.streams) / len(self.rooms)
+
+    def owed_to_groups(self, owed: Sequence[int]) -> list[int]:
+        """What each group is owed, given what each room is owed: the sum over its rooms."""
+        if not self.multi:
+            return list(owed)
+        return [sum(owed[r] for r in g) for g in self.groups]
 
     async def _open_one(self, room: int, sampled: bool, limit_s: float, keep: bool) -> Stream:
         loop = asyncio.get_running_loop()
@@ -286,16 +305,16 @@ class Pool:
         attempts: int = 3,
         keep: bool = False,
     ) -> None:
-        """Open `per_room` streams on every room, `concurrency` at a time, a few attempts
+        """Open `per_room` streams on every room (group), `concurrency` at a time, a few attempts
         each; `sampled` of them (spread evenly) read latency during rate steps. `keep`: the
         streams keep their bytes for `check_framing`."""
         sem = asyncio.Semaphore(concurrency)
         errors: list[str] = []
-        count = per_room * len(self.rooms)
+        count = per_room * len(self.groups)
         every = math.ceil(count / sampled) if sampled > 0 else 0
 
         async def one(index: int) -> None:
-            room = index % len(self.rooms)
+            room = index % len(self.groups)
             sample = every > 0 and index % every == 0
             async with sem:
                 for attempt in range(attempts):
@@ -322,17 +341,19 @@ class Pool:
             s.base = s.received
 
     def behind(self, owed: Sequence[int]) -> list[Stream]:
-        """The streams with fewer logs since `rebase()` than their room is owed."""
-        return [s for s in self.streams if s.received - s.base < owed[s.room]]
+        """The streams with fewer logs since `rebase()` than their room (rooms) is owed."""
+        need = self.owed_to_groups(owed)
+        return [s for s in self.streams if s.received - s.base < need[s.room]]
 
     async def wait_all(self, owed: Sequence[int], deadline: float) -> list[Stream]:
-        """Wait until every stream has the logs its room is owed since `rebase()` (or the
-        monotonic deadline passes); returns the streams still behind."""
+        """Wait until every stream has the logs its room (rooms) is owed since `rebase()` (or
+        the monotonic deadline passes); returns the streams still behind."""
+        need = self.owed_to_groups(owed)
         pending = self.behind(owed)
         while pending and time.monotonic() < deadline:
             await asyncio.sleep(POLL)
             pending = [
-                s for s in pending if s.received - s.base < owed[s.room] and not s.lost.done()
+                s for s in pending if s.received - s.base < need[s.room] and not s.lost.done()
             ]
         return self.behind(owed)
 

@@ -215,6 +215,7 @@ class Rig:
         span_rx = max(done_wall - sent.first_wall, 1e-3)
         achieved = delivered * (sent.sent - 1) / sent.sent / span_rx
         dead = len(pool.dead())
+        need = pool.owed_to_groups(sent.per_room)  # per stream's room (or rooms)
         latency = Latency.of(rec.latencies) if rec.latencies else None
         p99_ok = latency is None or latency.p99_ms <= self.rules.max_p99_ms
         server = cores.server
@@ -236,7 +237,7 @@ class Rig:
             rate_logs=rate_logs,
             offered=rate_logs * pool.per_room,
             sent=sent.sent,
-            expected=sum(sent.per_room[s.room] for s in pool.streams),
+            expected=sum(need[s.room] for s in pool.streams),
             delivered=delivered,
             achieved=achieved,
             lag_s=lag,

@@ -49,4 +49,5 @@ test_binaries() {
     { command -v node && command -v npm; } >/dev/null || apt_install nodejs npm
     [ -x /usr/bin/chromium ] || apt_install chromium
     [ -x /usr/sbin/nginx ] || apt_install nginx
+    command -v openssl >/dev/null || apt_install openssl  # scripts/dev-cert (nginx TLS tests)
 }

@@ -8,12 +8,10 @@ only, so no token can choose its own verification (the classic "alg confusion").
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import time
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,78 +84,19 @@ def _room_set(value: Any) -> frozenset[str]:
     return frozenset()
 
 
-# Verified tokens kept (token → Grant), so that a reconnect storm (every client back at once
-# with the token it had) does not check the same signature again: ~10,000 streams' worth.
-GRANT_CACHE_SIZE = 10_000
-
-
-def _digest(token: str) -> bytes:
-    """What a token is cached by: its BLAKE2b-128 digest, 49 bytes in memory where the token
-    is ~240 (the cache costs memory for every stream up to its size), and no token kept."""
-    return hashlib.blake2b(token.encode(), digest_size=16).digest()
-
-
-class GrantCache:
-    """A bounded cache of verified tokens: the token (its digest) → its `Grant`, kept until
-    the token's expiry (`exp` + leeway, when PyJWT would refuse it) and at most `size`
-    entries, the least recently used going first. Only successes are kept: a refused token is
-    checked every time. No token is kept, logged, printed or put in a `repr`."""
-
-    __slots__ = ("_clock", "_entries", "_leeway", "_sets", "_size")
-
-    def __init__(self, size: int, leeway: float, clock: Callable[[], float] = time.time) -> None:
-        self._size = size
-        self._leeway = leeway
-        self._clock = clock
-        self._entries: OrderedDict[bytes, Grant] = OrderedDict()
-        # One object per distinct room set: the viewers of a room hold tokens with the same
-        # `rooms` claim, and a frozenset is ~220 bytes. Emptied when it outgrows the cache.
-        self._sets: dict[frozenset[str], frozenset[str]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return f"<GrantCache {len(self._entries)}/{self._size}>"
-
-    def get(self, token: str) -> Grant | None:
-        key = _digest(token)
-        grant = self._entries.get(key)
-        if grant is None:
-            return None
-        if self._clock() > grant.expires_at + self._leeway:
-            del self._entries[key]  # expired: verified again, and refused as expired
-            return None
-        self._entries.move_to_end(key)
-        return grant
-
-    def put(self, token: str, grant: Grant) -> Grant:
-        """Keep `grant` for `token`; returns the grant as kept (its room sets shared)."""
-        if self._size <= 0:
-            return grant
-        if len(self._sets) >= self._size:
-            self._sets.clear()
-        rooms = self._sets.setdefault(grant.rooms, grant.rooms)
-        publish = self._sets.setdefault(grant.publish, grant.publish)
-        if rooms is not grant.rooms or publish is not grant.publish:
-            grant = Grant(grant.subject, rooms, publish, grant.expires_at)
-        key = _digest(token)
-        self._entries[key] = grant
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-        return grant
+# Verified tokens kept, at most, and for how long at most (a JWKS key rotated out stops being
+# trusted within this, even for a token that has not expired).
+CACHE_SIZE = 10_000
+CACHE_SECONDS = 300.0
 
 
 class TokenVerifier:
-    def __init__(
-        self,
-        settings: Settings,
-        secret: str | None = None,
-        *,
-        cache_size: int = GRANT_CACHE_SIZE,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    """Checks a token once: a browser's reconnects and a publisher's requests resend the same
+    one, and a signature check is a fifth of a publish. The verified grant is kept until the
+    token expires (bounded by CACHE_SECONDS and CACHE_SIZE); refusals are never kept."""
+
+    def __init__(self, settings: Settings, secret: str | None = None) -> None:
+        self._cache: dict[str, tuple[Grant, float]] = {}
         self._algorithms = settings.jwt_algorithms
         self._secret = secret if secret is not None else settings.jwt_secret
         self._public_key = settings.jwt_public_key
@@ -167,16 +106,20 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway
-        self._cache = GrantCache(cache_size, settings.jwt_leeway, clock)
 
     async def verify(self, token: str) -> Grant:
-        """The token's grant; from the cache when it verified before and has not expired
-        (the signature, issuer, audience and times were checked then, against the same
-        settings)."""
-        cached = self._cache.get(token)
-        if cached is not None:
-            return cached
-        return self._cache.put(token, await self._verify(token))
+        now = time.time()
+        hit = self._cache.get(token)
+        if hit is not None:
+            if now < hit[1]:
+                return hit[0]
+            del self._cache[token]
+        grant = await self._verify(token)
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()  # cheaper than LRU bookkeeping, and refilled at once
+        until = min(grant.expires_at + self._leeway, now + CACHE_SECONDS)
+        self._cache[token] = (grant, until)
+        return grant
 
     async def _verify(self, token: str) -> Grant:
         try:

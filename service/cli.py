@@ -84,9 +84,13 @@ def _publish_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _tail_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("tail", help="follow a room in the terminal, resuming after disconnects")
-    p.add_argument("room")
-    p.add_argument("--history", type=int, default=20, help="logs to show first (20)")
+    p = sub.add_parser(
+        "tail", help="follow rooms in the terminal (several on one stream), resuming after outages"
+    )
+    p.add_argument("rooms", nargs="+", metavar="room")
+    p.add_argument("--history", type=int, default=20, help="logs to show first, per room (20)")
+    p.add_argument("--level", default=None, choices=LEVELS, help="only this level and above")
+    p.add_argument("--agent", default=None, help="only this agentType")
     p.add_argument("--count", type=int, default=None, help="exit after this many logs")
     _client_flags(p)
 
@@ -136,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _client_token(args: argparse.Namespace, room: str) -> str | None:
+def _client_token(args: argparse.Namespace, room: str | list[str]) -> str | None:
     """--token, else ROOMLOGS_TOKEN, else one minted from JWT_SECRET for this room."""
     if args.token or os.environ.get("ROOMLOGS_TOKEN"):
         return str(args.token or os.environ["ROOMLOGS_TOKEN"])
@@ -145,7 +149,8 @@ def _client_token(args: argparse.Namespace, room: str) -> str | None:
     if secret:
         from .auth import mint_token
 
-        return mint_token(secret, rooms=[room], publish=[room], ttl=600, sub="cli")
+        rooms = [room] if isinstance(room, str) else room
+        return mint_token(secret, rooms=rooms, publish=rooms, ttl=600, sub="cli")
     return None
 
 
@@ -213,9 +218,11 @@ def _tail(args: argparse.Namespace) -> int:
         return asyncio.run(
             tail(
                 url,
-                args.room,
-                _client_token(args, args.room),
+                args.rooms,
+                _client_token(args, args.rooms),
                 history=args.history,
+                level=args.level,
+                agent=args.agent,
                 max_logs=args.count,
             )
         )

@@ -2,31 +2,36 @@
 
 Sent back as `Last-Event-ID` (or `lastEventId=`), each room resumes after its own position,
 on any instance. It must stay under 1 KiB with 64 rooms of 36-character ids, so it holds no
-room ids: each room is a 5-byte BLAKE2b digest of its id (two rooms of one stream share one
-with odds of ~1e-9 at 64 rooms), and each position a varint offset from an epoch chosen when
-the stream began, so a position costs ~5 bytes and stays valid whichever `rooms=` list it is
-later sent with (a room missing from it starts live).
+room ids, and it is rewritten for every log a stream sends, so it is text of fixed width
+that a log updates in place (no varints, no base64 of the whole on the hot path).
 
-Layout, base64url without padding after the `r1.` prefix (which no stream id starts with):
-version byte, varint epoch ms, then per room: digest, varint (0 for an empty room's `0-0`,
-else zigzag(ms - epoch) + 1), varint seq. The hot path re-encodes only the room that moved.
+`r1.` (which no stream id starts with), the stream's epoch (ms, 8 characters), then per room
+15 characters of the base64url alphabet: a 36-bit BLAKE2b digest of its id (two rooms of one
+stream share one with odds of ~3e-8 at 64 rooms), 36 bits of position (0 for `0-0`, an empty
+room; else zigzag(ms - epoch) + 1: about a year either side of the epoch, beyond which a
+position is clamped) and 18 bits of sequence (clamped at 262,143 logs in one millisecond, where
+a resume could repeat some). 64 rooms: 971 bytes. A room missing from `rooms=` later is
+ignored; one missing from the cursor is absent from `parse`'s answer.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Final
 
 from .ids import StreamKey
 
 PREFIX: Final = "r1."
-_VERSION: Final = 1
-_DIGEST: Final = 5
-_U64: Final = (1 << 64) - 1
-_MAX_TEXT: Final = 4096  # a longer Last-Event-ID is not one of ours
+_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_ONE: Final = [bytes((c,)) for c in _ALPHABET]
+_PAIRS: Final = [bytes((a, b)) for a in _ALPHABET for b in _ALPHABET]  # 12 bits each
+_VALUE: Final = {c: i for i, c in enumerate(_ALPHABET)}
+_HEAD: Final = len(PREFIX) + 8
+_SLOT: Final = 15  # digest 6, position 6, sequence 3
+_REACH: Final = (1 << 35) - 1  # ms either side of the epoch: ~398 days
+_SEQ_MAX: Final = (1 << 18) - 1
+_MAX_ROOMS: Final = 1024
 
 
 class CursorError(ValueError):
@@ -34,98 +39,120 @@ class CursorError(ValueError):
 
 
 def digest(room: str) -> bytes:
-    return hashlib.blake2b(room.encode(), digest_size=_DIGEST).digest()
+    """The room's 6 characters in a cursor."""
+    value = int.from_bytes(hashlib.blake2b(room.encode(), digest_size=5).digest()) >> 4
+    return _chars(value, 6)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+def _chars(value: int, width: int) -> bytes:
+    return bytes(_ALPHABET[(value >> (6 * (width - 1 - i))) & 63] for i in range(width))
 
 
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise CursorError("truncated")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-        shift += 7
+def _number(text: bytes) -> int:
+    value = 0
+    for c in text:
+        digit = _VALUE.get(c)
+        if digit is None:
+            raise CursorError("not base64url")
+        value = (value << 6) | digit
+    return value
+
+
+# Streams opened the same UTC day share their epoch, so a log's characters are computed once
+# for all of them (keyed by its id's text, whose hash the str keeps).
+_DAY_MS: Final = 86_400_000
+_MAX_SHARED: Final = 4096
+_shared_epoch = 0
+_shared_pieces: dict[str, bytes] = {}
+
+
+def epoch_for(now_ms: int) -> int:
+    """The epoch of a stream opened at `now_ms`: the start of its UTC day."""
+    global _shared_epoch
+    epoch = now_ms - now_ms % _DAY_MS
+    if epoch != _shared_epoch:
+        _shared_epoch = epoch
+        _shared_pieces.clear()
+    return epoch
 
 
 class Cursor:
-    """One stream's positions, kept encoded per room so that a log re-encodes only its room."""
+    """One stream's positions; `advance` rewrites one room's 9 characters in place."""
 
-    __slots__ = ("_digests", "_epoch", "_head", "_pieces", "_text")
+    __slots__ = ("_at", "_buf", "_epoch", "_text")
 
     def __init__(self, rooms: Iterable[str], epoch_ms: int) -> None:
         self._epoch = epoch_ms
-        self._head = bytes((_VERSION,)) + _varint(epoch_ms)
-        self._digests = {room: digest(room) for room in rooms}
-        # Insertion order is the stream's room order: the encoding is deterministic.
-        self._pieces: dict[str, bytes] = {}
+        buf = bytearray(PREFIX.encode() + _chars(epoch_ms & ((1 << 48) - 1), 8))
+        self._at: dict[str, int] = {}
+        for room in rooms:
+            self._at[room] = len(buf) + 6
+            buf += digest(room) + b"A" * 9  # `0-0` until the replay places it
+        self._buf = buf
         self._text: bytes | None = None
 
-    def advance(self, room: str, key: StreamKey) -> None:
-        """`room` has been sent up to `key` (positions only move forward; callers ensure it)."""
+    def advance(self, room: str, key: StreamKey, stream_id: str | None = None) -> None:
+        """`room` has been sent up to `key` (whose text, when given, finds its characters
+        among those other streams of this epoch made for the same log)."""
+        at = self._at[room]
+        if stream_id is not None and self._epoch == _shared_epoch:
+            piece = _shared_pieces.get(stream_id)
+            if piece is None:
+                piece = self._piece(key)
+                if len(_shared_pieces) >= _MAX_SHARED:
+                    _shared_pieces.clear()
+                _shared_pieces[stream_id] = piece
+        else:
+            piece = self._piece(key)
+        self._buf[at : at + 9] = piece
+        self._text = None
+
+    def _piece(self, key: StreamKey) -> bytes:
         ms, seq = key
         if ms == 0 and seq == 0:
             offset = 0
         else:
-            delta = ms - self._epoch
+            # Clamped to what 36 bits hold, keeping its sign: a position far back becomes the
+            # earliest one (a resume then repeats, never skips).
+            delta = max(-_REACH, min(ms - self._epoch, _REACH - 1))
             offset = ((delta << 1) if delta >= 0 else ((-delta << 1) - 1)) + 1
-        self._pieces[room] = self._digests[room] + _varint(offset) + _varint(seq)
-        self._text = None
+        value = (offset << 18) | (seq if seq < _SEQ_MAX else _SEQ_MAX)
+        pairs = _PAIRS
+        return (
+            pairs[value >> 42]
+            + pairs[(value >> 30) & 4095]
+            + pairs[(value >> 18) & 4095]
+            + pairs[(value >> 6) & 4095]
+            + _ONE[value & 63]
+        )
 
     def encode(self) -> bytes:
-        """The ASCII `id:` value (cached until a position moves)."""
+        """The ASCII `id:` value (kept until a position moves)."""
         text = self._text
         if text is None:
-            raw = self._head + b"".join(self._pieces.values())
-            text = self._text = b"r1." + base64.urlsafe_b64encode(raw).rstrip(b"=")
+            text = self._text = bytes(self._buf)
         return text
 
 
 def parse(text: str, rooms: Iterable[str]) -> dict[str, StreamKey]:
     """The positions `text` holds for those of `rooms` it knows; raises `CursorError`."""
-    if not text.startswith(PREFIX) or len(text) > _MAX_TEXT or not text.isascii():
+    raw = text.encode("ascii", "replace")
+    if not text.startswith(PREFIX) or (len(raw) - _HEAD) % _SLOT or len(raw) < _HEAD:
         raise CursorError("not a cursor")
-    body = text[len(PREFIX) :]
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except (binascii.Error, ValueError):
-        raise CursorError("not base64url") from None
-    if not raw or raw[0] != _VERSION:
-        raise CursorError("unknown version")
-    epoch, at = _read_varint(raw, 1)
+    if (len(raw) - _HEAD) // _SLOT > _MAX_ROOMS:
+        raise CursorError("too long")
+    epoch = _number(raw[len(PREFIX) : _HEAD])
     found: dict[bytes, StreamKey] = {}
-    while at < len(raw):
-        if at + _DIGEST > len(raw):
-            raise CursorError("truncated")
-        room_digest = raw[at : at + _DIGEST]
-        offset, at = _read_varint(raw, at + _DIGEST)
-        seq, at = _read_varint(raw, at)
+    for at in range(_HEAD, len(raw), _SLOT):
+        value = _number(raw[at + 6 : at + _SLOT])
+        _number(raw[at : at + 6])  # the digest must be of the alphabet too
+        offset, seq = value >> 18, value & _SEQ_MAX
         if offset == 0:
-            ms = 0
+            ms = 0 if seq == 0 else -1
         else:
             zigzag = offset - 1
             ms = epoch + ((zigzag >> 1) if not zigzag & 1 else -((zigzag + 1) >> 1))
-        if not (0 <= ms <= _U64 and seq <= _U64):
+        if ms < 0:
             raise CursorError("position out of range")
-        found[room_digest] = (ms, seq)
-    return _match(found, rooms)
-
-
-def _match(found: Mapping[bytes, StreamKey], rooms: Iterable[str]) -> dict[str, StreamKey]:
-    positions: dict[str, StreamKey] = {}
-    for room in rooms:
-        key = found.get(digest(room))
-        if key is not None:
-            positions[room] = key
-    return positions
+        found[raw[at : at + 6]] = (ms, seq)
+    return {room: found[d] for room in rooms if (d := digest(room)) in found}

@@ -24,6 +24,7 @@ class EventName(enum.StrEnum):
 
 
 LOG_HEAD = b"event: " + EventName.LOG.encode() + b"\ndata: "
+_LOG_MID = b"\n" + LOG_HEAD
 
 
 def log_frame(stream_id: str | None, data: bytes) -> bytes:
@@ -35,7 +36,7 @@ def log_frame(stream_id: str | None, data: bytes) -> bytes:
 
 def cursor_log_frame(cursor: bytes, data: bytes) -> bytes:
     """A log of a multi-room stream: its `id:` is the stream's cursor (ASCII already)."""
-    return b"id: " + cursor + b"\n" + LOG_HEAD + data + b"\n\n"
+    return b"".join((b"id: ", cursor, _LOG_MID, data, b"\n\n"))
 
 
 def event_frame(name: EventName, payload: dict[str, Any], retry_ms: int | None = None) -> bytes:

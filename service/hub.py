@@ -39,6 +39,10 @@ class Hub:
         self._pending: dict[str, list[Message]] = {}
         # Streams with queued frames to write (filters, replay merge, paused, heartbeats).
         self._dirty: list[Subscriber] = []
+        # Streams of several rooms (`cursor` set), per room: they take a turn's messages in
+        # arrival order across their rooms, not room by room, so they are fed apart.
+        self._mixed: dict[str, dict[Subscriber, None]] = {}
+        self._arrivals: list[Message] = []
         self._flush_handle: asyncio.Handle | None = None
         # Kept: asyncio.get_running_loop() costs a getpid() system call per call on 3.11.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,6 +76,8 @@ class Hub:
                 if self.listener is not None:
                     self.listener.room_opened(room)
             subs[sub] = None
+            if sub.cursor is not None:
+                self._mixed.setdefault(room, {})[sub] = None
 
     def remove(self, sub: Subscriber) -> None:
         if sub not in self._subs:
@@ -82,6 +88,11 @@ class Hub:
             if subs is None:
                 continue
             subs.pop(sub, None)
+            mixed = self._mixed.get(room)
+            if mixed is not None:
+                mixed.pop(sub, None)
+                if not mixed:
+                    del self._mixed[room]
             if not subs:
                 del self._rooms[room]
                 if self.listener is not None:
@@ -107,6 +118,8 @@ class Hub:
             self._schedule_flush()
         else:
             pending.append(msg)
+        if room in self._mixed:
+            self._arrivals.append(msg)
         return len(subs)
 
     def flush(self) -> None:
@@ -119,6 +132,9 @@ class Hub:
                 subs = rooms.get(room)
                 if subs:
                     self._fan_out(subs, msgs)
+        if self._arrivals:
+            arrivals, self._arrivals = self._arrivals, []
+            self._feed_mixed(arrivals)
         if self._dirty:
             dirty, self._dirty = self._dirty, []
             for sub in dirty:
@@ -134,6 +150,8 @@ class Hub:
         count = len(msgs)
         slow: list[Subscriber] | None = None
         for sub in subs:
+            if sub.cursor is not None:
+                continue  # a stream of several rooms: fed by `_feed_mixed`
             if sub.write_shared(frame, framed, count):
                 continue  # the common case: an idle, unfiltered, live stream
             for msg in msgs:
@@ -144,6 +162,25 @@ class Hub:
                     break
             else:
                 self._mark(sub)
+        if slow is not None:
+            for sub in slow:
+                sub.close(Ending.SLOW_CONSUMER)
+
+    def _feed_mixed(self, arrivals: list[Message]) -> None:
+        """This turn's messages, in the order they arrived, to the streams of several rooms."""
+        mixed = self._mixed
+        slow: list[Subscriber] | None = None
+        for msg in arrivals:
+            subs = mixed.get(msg.room)
+            if not subs:
+                continue
+            for sub in subs:
+                if sub.offer(msg):
+                    self._mark(sub)
+                else:
+                    if slow is None:
+                        slow = []
+                    slow.append(sub)
         if slow is not None:
             for sub in slow:
                 sub.close(Ending.SLOW_CONSUMER)

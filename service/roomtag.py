@@ -15,6 +15,11 @@ import orjson
 _PREFIXES: dict[str, bytes] = {}
 _MAX_PREFIXES: Final = 8192
 _FIELD: Final = b'"roomId"'
+# room -> a log's bytes -> them with the room: a log goes to every multi-room stream of its
+# room, and is tagged once for all of them (bytes cache their hash: a hit costs two lookups).
+_TAGGED: dict[str, dict[bytes, bytes]] = {}
+_tagged_count = 0
+_MAX_TAGGED: Final = 1024
 
 
 def without_room_id(data: bytes) -> bytes:
@@ -26,6 +31,25 @@ def without_room_id(data: bytes) -> bytes:
         return data  # the text was inside a value
     del obj["roomId"]
     return orjson.dumps(obj)
+
+
+def tagged(room: str, data: bytes) -> bytes:
+    """`with_room`, remembered for the next streams of the room that send the same log."""
+    global _tagged_count
+    cache = _TAGGED.get(room)
+    if cache is None:
+        cache = _TAGGED[room] = {}
+    else:
+        hit = cache.get(data)
+        if hit is not None:
+            return hit
+    if _tagged_count >= _MAX_TAGGED:
+        _TAGGED.clear()
+        _tagged_count = 0
+        cache = _TAGGED[room] = {}
+    result = cache[data] = with_room(room, data)
+    _tagged_count += 1
+    return result
 
 
 def with_room(room: str, data: bytes) -> bytes:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from .connection import Connection
 from .cursor import Cursor
 from .endings import Ending
-from .events import cursor_log_frame, log_frame
+from .events import LOG_HEAD, log_frame
 from .filters import StreamFilter
 from .ids import StreamKey
 from .message import Message
-from .roomtag import with_room
+from .roomtag import tagged, with_room
 
 
 class Owner(Protocol):
@@ -117,7 +117,8 @@ class Subscriber:
         return True
 
     def write_shared(self, frame: bytes, chunk: bytes, count: int) -> bool:
-        """Write the frames every idle, unfiltered stream of the room gets alike; False means
+        """Write the frames every idle, unfiltered one-room stream of the room gets alike (the
+        hub never offers them to a stream of several rooms, whose frames are its own); False means
         this one needs its queue (filters, replay merge, a heartbeat, a paused transport)."""
         conn = self.live
         if (
@@ -127,7 +128,6 @@ class Subscriber:
             or self._control is not None
             or self.after is not None
             or self.filter is not None
-            or self.cursor is not None
         ):
             return False
         transport = conn.transport
@@ -188,6 +188,7 @@ class Subscriber:
         queue = self._queue
         after = self.after
         cursor = self.cursor
+        count = 0
         for msg in queue:
             if after is not None and msg.key is not None:
                 seen = after.get(msg.room)
@@ -198,20 +199,27 @@ class Subscriber:
                     del after[msg.room]
                     if not after:
                         self.after = after = None
+            count += 1
             if cursor is None:
                 parts.append(msg.frame)
+            elif msg.key is not None and msg.data:
+                # A multi-room stream's log, in parts joined with the rest of the write.
+                cursor.advance(msg.room, msg.key, msg.id)
+                parts += (_ID, cursor.encode(), _LOG_MID, tagged(msg.room, msg.data), _END)
             else:
-                parts.append(tagged_frame(cursor, msg))
+                parts.append(tagged_frame(msg))
         queue.clear()  # frees the list's array too: an idle stream holds no capacity
-        return b"".join(parts), len(parts)
+        return b"".join(parts), count
 
 
-def tagged_frame(cursor: Cursor, msg: Message) -> bytes:
-    """`msg`'s frame on a multi-room stream: the room in its data, the cursor as its `id:`."""
-    if not msg.data:  # a gap: its data names the room too (no id: it is not a position)
+_ID: Final = b"id: "
+_LOG_MID: Final = b"\n" + LOG_HEAD
+_END: Final = b"\n\n"
+
+
+def tagged_frame(msg: Message) -> bytes:
+    """A gap or an id-less log on a multi-room stream: its data names the room too."""
+    if not msg.data:  # a gap (no id: it is not a position)
         head, _, payload = msg.frame.partition(b"data: ")
-        return head + b"data: " + with_room(msg.room, payload[:-2]) + b"\n\n"
-    if msg.key is not None:
-        cursor.advance(msg.room, msg.key)
-        return cursor_log_frame(cursor.encode(), with_room(msg.room, msg.data))
+        return head + b"data: " + with_room(msg.room, payload[:-2]) + _END
     return log_frame(None, with_room(msg.room, msg.data))  # a plain log that was not stored

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from ..report import table
 from . import codec
 from ._timing import Result, measure
-from .hub import turn
+from .hub import turn, turn_multi
 
 Bench = tuple[str, str, int, Callable[[], object]]  # name, per, operations per call, call
 
@@ -35,6 +35,20 @@ def benches(quick: bool) -> list[tuple[str, list[Bench]]]:
                 turn(names, per_room, 1),
             )
         )
+    # Several rooms on one stream, against one-room streams with the same deliveries a turn.
+    hundred = [f"r{i}" for i in range(100)]
+    sixty_four = [f"r{i}" for i in range(64)]
+    hub += [
+        ("hub 64 one-room streams, 1 message a room", "delivery", 64, turn(sixty_four, 1, 1)),
+        (
+            "hub 1 stream on 64 rooms, 1 message a room",
+            "delivery",
+            64,
+            turn_multi(sixty_four, 1, 64),
+        ),
+        ("hub 100 rooms x 100 one-room streams", "delivery", 10_000, turn(hundred, 100, 1)),
+        ("hub 1,000 streams on 10 of 100 rooms", "delivery", 10_000, turn_multi(hundred, 1000, 10)),
+    ]
     decoding: list[Bench] = [
         ("message.decode_envelope (envelope, tag, JSON, Message)", "message", 1, codec.decode_one),
         ("envelope tag check alone", "message", 1, codec.verify_tag),

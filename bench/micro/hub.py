@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from service.cursor import Cursor, epoch_for
 from service.hub import Hub
 from service.message import Message, message_from_log
 from service.subscriber import Subscriber
@@ -77,6 +78,26 @@ def turn(rooms: list[str], per_room: int, per_turn: int) -> Callable[[], None]:
     """One loop turn of `per_turn` messages to each of `rooms`."""
     hub, _ = hub_with(rooms, per_room)
     batch = [m for room in rooms for m in messages(room, per_turn)]
+    dispatch, flush = hub.dispatch, hub.flush
+
+    def run() -> None:
+        for msg in batch:
+            dispatch(msg)
+        flush()
+
+    return run
+
+
+def turn_multi(rooms: list[str], streams: int, per_stream: int) -> Callable[[], None]:
+    """One loop turn of one message to each of `rooms`, for `streams` multi-room streams each
+    on `per_stream` of them (spread evenly): each room has streams * per_stream / len(rooms)."""
+    hub = Hub()
+    for i in range(streams):
+        mine = [rooms[(i + k * (len(rooms) // per_stream)) % len(rooms)] for k in range(per_stream)]
+        sub = Subscriber(mine, 100_000, cursor=Cursor(mine, epoch_for(1764676800000)))
+        hub.add(sub)
+        sub.attach(CountingTransport(), chunked=True)
+    batch = [m for room in rooms for m in messages(room, 1)]
     dispatch, flush = hub.dispatch, hub.flush
 
     def run() -> None:

@@ -1,7 +1,8 @@
-export { LEVELS, RoomStream, compareIds, gatewayBase } from "./stream.js";
+export { LEVELS, RoomStream, compareIds, gatewayBase, roomList } from "./stream.js";
 export type {
   Level,
   LogRecord,
+  RoomStreamCallbacks,
   RoomStreamEventMap,
   RoomStreamOptions,
   StreamState,

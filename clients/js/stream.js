@@ -1,4 +1,5 @@
-// RoomStream: one room's log stream over EventSource, with the reconnect rules of the gateway.
+// RoomStream: one room's log stream, or several rooms' on one stream, over EventSource, with the
+// reconnect rules of the gateway.
 //
 // One file for the built-in viewer and the npm package: service/static/stream.js is a symlink to
 // clients/js/stream.js, served as it is (no build step). It runs in browsers and in Node 18+
@@ -9,9 +10,15 @@
 //   stream.addEventListener("state", (e) => console.log(e.detail.state, e.detail.reason));
 //   stream.start();
 //
-// Events (CustomEvent, payload in `detail`): `state` {state, reason}, `connected` {roomId,
-// timestamp, recovered}, `log` {id, log}, `gap` {after, resumedFrom}, `heartbeat` {timestamp},
-// `unavailable` {reason, retryMs}, `duplicate` {id}.
+//   // Several rooms on one stream (GET /api/v1/logs?rooms=a,b): `id` is then an opaque cursor.
+//   const many = new RoomStream({ rooms: ["a", "b"], token, level: "warn" }).start();
+//   many.setRooms(["a", "b", "c"]); // a new stream, each room resuming where it was
+//
+// Events (CustomEvent, payload in `detail`): `state` {state, reason}, `connected` {rooms,
+// roomId, timestamp, recovered, heartbeatMs}, `log` {id, roomId, log}, `gap` {roomId, after,
+// resumedFrom}, `heartbeat` {timestamp}, `unavailable` {reason, retryMs}, `duplicate` {id},
+// `refused` {status, error, detail, reason} (a final refusal, just before `state` "closed").
+// The same names work as callbacks: `new RoomStream({ ..., on: { log(detail) {} } })`.
 //
 // States: "connecting" (first attempt), "live" (the `connected` event arrived), "reconnecting"
 // (the browser or this class is trying again), "closed" (for good; `reason` says why).
@@ -19,7 +26,9 @@
 // The browser's EventSource reconnects by itself and sends `Last-Event-ID`. It gives up for good
 // on any non-200 answer or a CORS refusal; then this class asks the gateway why (a 401/403/404
 // with its JSON detail is final) and otherwise opens a new EventSource itself, with
-// `lastEventId=<id>` in the query, after a jittered backoff.
+// `lastEventId=<id>` in the query, after a jittered backoff. On the multi-room route the id is
+// the stream's cursor (the position of every room): the same rules resume each room after its
+// own position, and a new stream for another set of rooms (`setRooms`) starts from it too.
 
 export const LEVELS = ["debug", "info", "success", "warn", "error"];
 
@@ -59,10 +68,20 @@ const DetailEvent =
     }
   };
 
+/** Room ids from an array or a comma-separated string: trimmed, without empties or repeats. */
+export function roomList(rooms) {
+  const list = Array.isArray(rooms) ? rooms : String(rooms ?? "").split(",");
+  return [...new Set(list.map((r) => String(r).trim()).filter(Boolean))];
+}
+
 export class RoomStream extends EventTarget {
   /**
    * @param {object} options
-   * @param {string} options.room  room id
+   * @param {string} [options.room]  one room id: the one-room route, plain stream ids
+   * @param {string[]|string} [options.rooms]  several (or one): the multi-room route, cursors
+   * @param {string} [options.level]  the lowest level to receive (`?level=`)
+   * @param {string} [options.agentType]  only this agent's logs (`?agentType=`)
+   * @param {string} [options.lastEventId]  resume after this id or cursor (e.g. a saved one)
    * @param {string} [options.token]  sent as ?access_token=; without it the cookie is used
    * @param {string} [options.server]  gateway base URL (another origin needs CORS_ORIGINS)
    * @param {number} [options.history]  how many recent logs to load on open (?history=N)
@@ -70,9 +89,15 @@ export class RoomStream extends EventTarget {
    * @param {Function} [options.EventSource]  the EventSource class (default: the global one)
    * @param {Function} [options.fetch]  for asking why a stream was refused (default: global)
    * @param {object} [options.eventSourceInit]  more options for the EventSource constructor
+   * @param {object} [options.on]  callbacks by event name, called with the event's detail
    */
   constructor({
     room,
+    rooms,
+    level = "",
+    agentType = "",
+    lastEventId = null,
+    on = {},
     token = "",
     server = "",
     history = 100,
@@ -82,7 +107,9 @@ export class RoomStream extends EventTarget {
     eventSourceInit = {},
   } = {}) {
     super();
-    if (!room) throw new Error("room is required");
+    this.multi = rooms !== undefined && rooms !== null;
+    this.rooms = this.multi ? roomList(rooms) : room ? [String(room)] : [];
+    if (!this.rooms.length) throw new Error("room (or rooms) is required");
     if (typeof EventSourceClass !== "function") {
       throw new Error("no EventSource here: pass one, e.g. { EventSource } from 'eventsource'");
     }
@@ -90,14 +117,17 @@ export class RoomStream extends EventTarget {
     // Called unbound: the browser's fetch throws when called as a method of another object.
     this.fetch = (...args) => (fetchFn ?? globalThis.fetch)(...args);
     this.eventSourceInit = eventSourceInit;
-    this.room = room;
+    this.room = this.rooms[0];
+    this.level = level || "";
+    this.agentType = agentType || "";
+    this.on = on || {};
     this.token = token || "";
     this.base = gatewayBase(server);
     this.history = Math.max(0, Number(history) || 0);
     this.withCredentials = withCredentials ?? !this.token;
     this.state = "idle";
     this.reason = "";
-    this.lastEventId = null;
+    this.lastEventId = lastEventId || null;
     this.lastData = null;
     this.source = null;
     this.stopped = false;
@@ -110,14 +140,42 @@ export class RoomStream extends EventTarget {
 
   /** The stream URL. A new EventSource sends no Last-Event-ID header, so a resume passes the
    *  id as `lastEventId=`; without one, `history=N` loads the recent logs (on a reconnect
-   *  before any log arrived, these are the ones published meanwhile). */
+   *  before any log arrived, these are the ones published meanwhile). On the multi-room route
+   *  `history=N` is sent with the cursor too: it applies to the rooms the cursor lacks. */
   url(resumeAfter = null, { replay = true } = {}) {
-    const url = new URL(`api/v1/rooms/${encodeURIComponent(this.room)}/logs`, this.base);
+    const url = this.multi
+      ? new URL("api/v1/logs", this.base)
+      : new URL(`api/v1/rooms/${encodeURIComponent(this.room)}/logs`, this.base);
+    if (this.multi) url.searchParams.set("rooms", this.rooms.join(","));
     if (this.token) url.searchParams.set("access_token", this.token);
+    if (this.level) url.searchParams.set("level", this.level);
+    if (this.agentType) url.searchParams.set("agentType", this.agentType);
     if (!replay) return url.href;
     if (resumeAfter) url.searchParams.set("lastEventId", resumeAfter);
-    else if (this.history) url.searchParams.set("history", this.history);
+    if (this.history && (this.multi || !resumeAfter)) url.searchParams.set("history", this.history);
     return url.href;
+  }
+
+  /** Follow another set of rooms on a new stream (the multi-room route), each room that was
+   *  already followed resuming after its position in the cursor, the new ones with
+   *  `history=N`. On a one-room stream the plain stream id cannot carry over: the new stream
+   *  starts with `history=N` for every room. */
+  setRooms(rooms) {
+    const list = roomList(rooms);
+    if (!list.length) throw new Error("rooms must not be empty");
+    if (!this.multi) {
+      this.lastEventId = null;
+      this.lastData = null;
+    }
+    this.multi = true;
+    this.rooms = list;
+    this.room = list[0];
+    if (!this.stopped && this.state !== "idle" && this.state !== "closed") {
+      clearTimeout(this.timer);
+      this.attempt = 0;
+      this.open();
+    }
+    return this;
   }
 
   start() {
@@ -144,7 +202,7 @@ export class RoomStream extends EventTarget {
     this.source = es;
     es.addEventListener("connected", (e) => this.onConnected(es, e));
     es.addEventListener("log", (e) => this.onLog(es, e));
-    es.addEventListener("gap", (e) => this.emit("gap", parse(e.data)));
+    es.addEventListener("gap", (e) => this.onGap(es, e));
     es.addEventListener("heartbeat", (e) => this.emit("heartbeat", parse(e.data)));
     es.addEventListener("unavailable", (e) => this.onUnavailable(es, e));
     es.addEventListener("error", () => this.onError(es));
@@ -159,7 +217,8 @@ export class RoomStream extends EventTarget {
 
   onConnected(es, e) {
     if (es !== this.source) return;
-    const data = parse(e.data);
+    const data = parse(e.data) || {};
+    if (!Array.isArray(data.rooms)) data.rooms = data.roomId ? [data.roomId] : [...this.rooms];
     this.everConnected = true;
     this.attempt = 0;
     this.refusals = 0;
@@ -189,7 +248,14 @@ export class RoomStream extends EventTarget {
       this.lastEventId = id;
       this.lastData = e.data;
     }
-    this.emit("log", { id, log });
+    const roomId = this.multi && typeof log.roomId === "string" ? log.roomId : this.room;
+    this.emit("log", { id, roomId, log });
+  }
+
+  onGap(es, e) {
+    if (es !== this.source) return;
+    const data = parse(e.data) || {};
+    this.emit("gap", { roomId: this.room, ...data });
   }
 
   onUnavailable(es, e) {
@@ -212,7 +278,7 @@ export class RoomStream extends EventTarget {
     // CLOSED: the browser gave up (a non-200 answer, a CORS refusal). Ask why.
     this.dropSource();
     this.setState(this.everConnected ? "reconnecting" : "connecting", "checking the gateway");
-    this.diagnose().then(({ final, unsure, reason }) => {
+    this.diagnose().then(({ final, unsure, reason, status = 0, error = "", detail = "" }) => {
       if (this.stopped) return;
       if (unsure && this.refusals < UNSURE_RETRIES) {
         this.refusals += 1;
@@ -220,6 +286,7 @@ export class RoomStream extends EventTarget {
         return;
       }
       if (final || unsure) {
+        this.emit("refused", { status, error, detail, reason });
         this.close(reason);
         return;
       }
@@ -252,15 +319,18 @@ export class RoomStream extends EventTarget {
       });
       if (r.ok) return { final: false, reason: "the stream was interrupted" };
       let detail = "";
+      let error = "";
       try {
         const body = await r.json();
-        detail = body.detail || body.error || "";
+        error = typeof body.error === "string" ? body.error : "";
+        detail = typeof body.detail === "string" ? body.detail : "";
       } catch {
         // not JSON (a proxy's page)
       }
-      const reason = `HTTP ${r.status}${detail ? ": " + detail : ""}`;
+      const why = detail || error;
+      const reason = `HTTP ${r.status}${why ? ": " + why : ""}`;
       const final = r.status >= 400 && r.status < 500 && r.status !== 408 && r.status !== 429;
-      return { final, reason };
+      return { final, reason, status: r.status, error, detail };
     } catch {
       // A network error, or an answer without CORS headers for this origin: tell them apart
       // with an opaque request, which succeeds whenever the gateway answers at all.
@@ -296,6 +366,8 @@ export class RoomStream extends EventTarget {
 
   emit(type, detail) {
     this.dispatchEvent(new DetailEvent(type, { detail }));
+    const callback = this.on[type];
+    if (typeof callback === "function") callback.call(this, detail);
   }
 }
 

@@ -29,12 +29,11 @@ __all__ = [
 
 
 def create_broker(settings: Settings, events: BrokerEvents) -> Broker:
-    if settings.topology in ("sentinel", "cluster"):
-        from ..settings import SettingsError
+    if settings.topology == "cluster":
+        from .cluster import ClusterBroker
 
-        variable = "REDIS_SENTINELS" if settings.redis_sentinels else "REDIS_CLUSTER_NODES"
-        raise SettingsError(variable, "this build does not support it yet")
-    if settings.redis_url:
+        return ClusterBroker(settings, events)
+    if settings.topology in ("redis", "sentinel"):  # Sentinel: the same broker, its pool found
         from .redis import RedisBroker
 
         return RedisBroker(settings, events)

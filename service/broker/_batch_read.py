@@ -12,7 +12,7 @@ gives `None`: one `get_message()` per message, correct, only slower, and logged 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 from redis.asyncio.client import PubSub
@@ -64,6 +64,17 @@ def take_buffered(reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]) -> b
     have. Replies `get_message()` ignores here (the health check's PONG) are skipped; an error
     reply is raised, as redis-py raises it, and the reader reconnects.
     """
+    control = take_until_control(reader, batch)
+    return control is not None and control[0] in (b"psubscribe", b"subscribe")
+
+
+def take_until_control(
+    reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]
+) -> list[Any] | None:
+    """`take_buffered` for any subscriber: messages (`message`, `pmessage`, the Cluster's
+    sharded `smessage`) go to `batch`; the first other pub/sub reply (a (un)subscribe
+    confirmation, or a `sunsubscribe` Redis pushed because a slot moved) stops the walk and is
+    returned, `[kind, channel, count]`, for the caller to handle in order."""
     while (reply := reader.gets()) is not _NOT_ENOUGH_DATA:
         if isinstance(reply, Exception):
             raise reply
@@ -72,11 +83,16 @@ def take_buffered(reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]) -> b
         kind: Any = reply[0]
         if kind == b"pmessage" and len(reply) == 4:
             batch.append((reply[2], reply[3]))
-        elif kind == b"message" and len(reply) == 3:
+        elif kind in (b"message", b"smessage") and len(reply) == 3:
             batch.append((reply[1], reply[2]))
-        elif kind in (b"psubscribe", b"subscribe"):
-            return True
-    return False
+        elif kind in _CONTROL and len(reply) == 3:
+            return reply
+    return None
+
+
+_CONTROL: Final = frozenset(
+    (b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe")
+)
 
 
 def _redis_version() -> str:

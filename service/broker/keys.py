@@ -35,7 +35,14 @@ class KeySpace:
         return "room:*:logs"
 
     def channel(self, room: str) -> str:
+        """The channel the publish scripts publish on: in `TAGGED`, a Cluster's shard channel
+        (`SPUBLISH`/`SSUBSCRIBE`), in the room's slot."""
         return f"{self._prefix(room)}:logs"
+
+    def classic(self, room: str) -> str:
+        """The classic channel that plain `PUBLISH` publishers use, `room:R:logs` in both key
+        spaces (a Cluster broadcasts classic pub/sub to every node, so it needs no tag)."""
+        return f"room:{_checked(room)}:logs"
 
     def history(self, room: str) -> str:
         return f"{self._prefix(room)}:history"

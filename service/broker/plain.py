@@ -68,9 +68,15 @@ class PlainStore:
         history_ttl: int,
         envelopes: Callable[[], Envelopes | None],
         events: PlainEvents,
+        *,
+        script: str = PLAIN_SCRIPT,
+        transient: tuple[type[BaseException], ...] = CONNECTION_ERRORS,
     ) -> None:
         self._client = client
-        self._sha = hashlib.sha1(PLAIN_SCRIPT.encode()).hexdigest()  # noqa: S324 (Redis' name)
+        # The Cluster's broker passes SPUBLISH's variant, and its own transient errors.
+        self._script = script
+        self._transient = transient
+        self._sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis' name)
         self._keys = keys
         self._limits = (history_max, history_ttl)
         self._envelopes = envelopes
@@ -142,10 +148,10 @@ class PlainStore:
                 if any(isinstance(r, NoScriptError) for r in replies):
                     # Redis restarted (or flushed its scripts): nothing of it ran. Load it
                     # once and send the batch again, which the claims make harmless.
-                    await self._client.script_load(PLAIN_SCRIPT)
+                    await self._client.script_load(self._script)
                     replies = await self._run_pipeline(batch, envelopes.secret)
                 break
-            except CONNECTION_ERRORS as exc:
+            except self._transient as exc:
                 maybe_ran = maybe_ran or not never_sent(exc)
                 delay = self._backoff.compute(attempt)
                 if loop.time() + delay >= deadline:
@@ -174,7 +180,10 @@ class PlainStore:
         keys = self._keys
         async with self._client.pipeline(transaction=False) as pipe:
             for room, digest, copies, data in batch:
-                pipe.evalsha(
+                # `execute_command`, not `evalsha`: redis-py's cluster pipeline refuses the
+                # method (a script may name keys on several nodes); these name one slot.
+                pipe.execute_command(
+                    "EVALSHA",
                     self._sha,
                     3,
                     keys.history(room),

@@ -15,20 +15,21 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
 from . import _batch_read
 from ._errors import CONNECTION_ERRORS, SubscriptionStalled, explain, never_sent
+from ._pool import make_pool
 from .base import (
     Broker,
     BrokerEvents,
@@ -39,10 +40,18 @@ from .base import (
     Window,
 )
 from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
-from .keys import PLAIN
+from .keys import PLAIN, KeySpace
 from .plain import PlainStore
 from .refusal import describe_refusal
-from .script import PERMISSIONS_SCRIPT, PUBLISH_SCRIPT, Published, store_and_publish
+from .replicas import Replicas
+from .script import (
+    PERMISSIONS_SCRIPT,
+    PLAIN_SCRIPT,
+    PUBLISH_SCRIPT,
+    Published,
+    store_and_publish,
+)
+from .sentinel import SentinelLink
 
 log = logging.getLogger("service.broker")
 
@@ -60,34 +69,28 @@ CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
 
 
 class RedisBroker(Broker):
+    # What the Cluster's broker (cluster.py) changes: hash-tagged keys, SPUBLISH in the scripts.
+    keyspace: ClassVar[KeySpace] = PLAIN
+    publish_script: ClassVar[str] = PUBLISH_SCRIPT
+    plain_script: ClassVar[str] = PLAIN_SCRIPT
+    permissions_script: ClassVar[str] = PERMISSIONS_SCRIPT
+    # Errors after which a plain log's store is retried (the claims make a resend harmless).
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = CONNECTION_ERRORS
+
     def __init__(self, settings: Settings, events: BrokerEvents) -> None:
         super().__init__(events)
-        assert settings.redis_url is not None
         self._history_max = settings.history_max
         self._history_ttl = settings.history_ttl
         self._key_ttl = settings.idempotency_ttl
-        self._keys = PLAIN
+        self._keys = self.keyspace
         self._backoff = ExponentialWithJitterBackoff(cap=5.0, base=0.05)
         self._command_backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
-        # A bounded pool that queues: a burst of requests waits up to REDIS_POOL_TIMEOUT for a
-        # connection instead of failing at once (redis-py's default pool refuses the 101st).
-        # No retries inside redis-py: a command resent after its answer was lost may run
-        # twice, so `_call` decides per command whether a resend is safe.
-        self._pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_size,
-            timeout=settings.redis_pool_timeout,
-            retry=Retry(NoBackoff(), retries=0),
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-            health_check_interval=10,
-            protocol=2,
-            **settings.redis_options,  # TLS files: this pool serves every command and pub/sub
-        )
+        self._replicas = Replicas.of(settings)  # PUBLISH_REPLICAS: WAIT after the script
         self._client_cert = settings.redis_tls_cert_file is not None
-        self._client: aioredis.Redis = aioredis.Redis(connection_pool=self._pool)
-        self._script = self._client.register_script(PUBLISH_SCRIPT)
-        self._permissions = self._client.register_script(PERMISSIONS_SCRIPT)
+        self._sentinel: SentinelLink | None = None  # set by `_make_client` with Sentinel
+        self._client: aioredis.Redis = self._make_client(settings)
+        self._script = self._client.register_script(self.publish_script)
+        self._permissions = self._client.register_script(self.permissions_script)
         self._plain = PlainStore(
             self._client,
             self._keys,
@@ -95,15 +98,28 @@ class RedisBroker(Broker):
             self._history_ttl,
             lambda: self.envelopes,
             events,
+            script=self.plain_script,
+            transient=self.transient_errors,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_at_ms: int | None = None
+
+    def _make_client(self, settings: Settings) -> aioredis.Redis:
+        """The client every command goes through (and, here, the subscription's pool): one
+        server's pool, or (REDIS_SENTINELS) the primary's, followed by `_sentinel`."""
+        self._pool, self._sentinel = make_pool(settings)
+        return aioredis.Redis(connection_pool=self._pool)
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(), name="roomlogs-redis-reader"),
             asyncio.create_task(self._plain.run(), name="roomlogs-plain-writer"),
         ]
+        if self._sentinel is not None:
+            # Follows failovers: closing the old primary's connections (the subscription's
+            # too) makes the reader resubscribe on the new one and catch up.
+            watch = self._sentinel.watch()
+            self._tasks.append(asyncio.create_task(watch, name="roomlogs-sentinel-watch"))
 
     async def close(self) -> None:
         if self._tasks and not self._tasks[1].done():
@@ -119,6 +135,8 @@ class RedisBroker(Broker):
                 await task
         await self._client.aclose()
         await self._pool.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     # -- the reader ---------------------------------------------------------------------
 
@@ -239,23 +257,27 @@ class RedisBroker(Broker):
         assert self._lost_at_ms is not None
         fallback = f"{max(self._lost_at_ms - 1000, 0)}-0"  # a room that never began (a race)
         for room in list(self.rooms):
-            last = self.events.position(room)
-            after = format_id(last) if last is not None else fallback
-            if last is not None:
-                window = await self.window(room)
-                if not window.covers(last):
-                    self.events.on_gap(room, after, window.oldest)
-            caught = 0
-            while True:
-                entries = await self.history(room, after, CATCH_UP_PAGE)
-                for stream_id, data in entries:
-                    self.events.on_entry(room, stream_id, data)
-                caught += len(entries)
-                if len(entries) < CATCH_UP_PAGE:
-                    break
-                after = entries[-1][0]
-            if caught:
-                log.info("caught up room=%s with %d logs", room, caught)
+            await self._catch_up_room(room, fallback)
+
+    async def _catch_up_room(self, room: str, fallback: str) -> None:
+        """One room's catch-up: after its position, or `fallback` when it has none."""
+        last = self.events.position(room)
+        after = format_id(last) if last is not None else fallback
+        if last is not None:
+            window = await self.window(room)
+            if not window.covers(last):
+                self.events.on_gap(room, after, window.oldest)
+        caught = 0
+        while True:
+            entries = await self.history(room, after, CATCH_UP_PAGE)
+            for stream_id, data in entries:
+                self.events.on_entry(room, stream_id, data)
+            caught += len(entries)
+            if len(entries) < CATCH_UP_PAGE:
+                break
+            after = entries[-1][0]
+        if caught:
+            log.info("caught up room=%s with %d logs", room, caught)
 
     # -- commands ------------------------------------------------------------------------
 
@@ -323,9 +345,10 @@ class RedisBroker(Broker):
         nonce: str | None = None,
     ) -> Published:
         secret = self._secret()
-        return await self._call(
-            lambda: store_and_publish(
-                self._script,
+
+        async def run(script: AsyncScript) -> Published:
+            return await store_and_publish(
+                script,
                 room,
                 logs,
                 self._history_max,
@@ -336,6 +359,14 @@ class RedisBroker(Broker):
                 key_ttl=self._key_ttl,
                 seen=seen,
                 nonce=nonce,
+            )
+
+        history = self._keys.history(room)
+        return await self._call(
+            lambda: (
+                self._replicas.store(self._client, run, history)
+                if self._replicas
+                else run(self._script)
             ),
             resend_safe=resend_safe,
             room=room,

@@ -90,6 +90,17 @@ return id
 )
 _REUSED: Final = "IDEMPOTENCY_KEY_REUSED"
 
+
+def sharded(script: str) -> str:
+    """A script's Redis Cluster variant: its one `PUBLISH` becomes `SPUBLISH`, to the shard
+    channel in KEYS[2] (`TAGGED`), in the slot of the room's other keys. A classic PUBLISH
+    would be broadcast over the cluster bus to every node (RESEARCH-SCALEOUT.md §2.1)."""
+    head = "'PUBLISH'"
+    if script.count(head) != 1:
+        raise ValueError("a publish script has exactly one PUBLISH")
+    return script.replace(head, "'SPUBLISH'")
+
+
 # Which commands the scripts run would the calling user be refused, checked without running
 # them (Redis 7's `redis.acl_check_cmd`): a refusal inside a script does not say which command
 # it was. ARGV: the room's history, channel, idempotency-key and claim key names (ARGV, not
@@ -112,6 +123,10 @@ for _, check in ipairs(checks) do
 end
 return missing
 """
+# The Cluster's variants (broker/cluster.py): SPUBLISH on the room's shard channel.
+SHARDED_PUBLISH_SCRIPT: Final = sharded(PUBLISH_SCRIPT)
+SHARDED_PLAIN_SCRIPT: Final = sharded(PLAIN_SCRIPT)
+SHARDED_PERMISSIONS_SCRIPT: Final = sharded(PERMISSIONS_SCRIPT)
 
 
 @dataclass(frozen=True, slots=True)

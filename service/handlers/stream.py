@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..auth import Grant
 from ..broker import BrokerUnavailable
-from ..cursor import Cursor
+from ..cursor import Cursor, epoch_for
 from ..endings import Ending
 from ..errors import ApiError
 from ..request_id import request_id
@@ -91,7 +91,7 @@ async def _stream(
         expires_at=grant.expires_at + settings.jwt_leeway,
         request_id=request_id(request),
         opened=time.monotonic(),
-        cursor=Cursor(query.rooms, int(time.time() * 1000)) if query.multi else None,
+        cursor=Cursor(query.rooms, epoch_for(int(time.time() * 1000))) if query.multi else None,
     )
     # Registered (and its rooms subscribed) before history is read: whatever arrives
     # meanwhile waits in the buffer and is merged after the replay by id.

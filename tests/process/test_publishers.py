@@ -105,3 +105,37 @@ async def test_cli_tail_resumes_by_id_after_the_server_restarts(
     lines = [line.decode().rstrip("\n") for line in first] + rest.decode().splitlines()
     assert tail.returncode == 0, err
     assert [line.split("] ", 1)[1] for line in lines] == ["one", "two", "three", "four"]
+
+
+async def test_cli_tail_follows_several_rooms_on_one_stream_with_filters(
+    service: StartService, redis_server: RedisServer, room: str
+) -> None:
+    srv = await service(REDIS_URL=redis_server.url)
+    a, b, c = f"{room}-a", f"{room}-b", f"{room}-c"
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "tail", a, b, "--url", srv.url, "--history", "0",
+        "--level", "warn", "--agent", "code", "--count", "2", cwd=ROOT,
+        env={**os.environ, "JWT_SECRET": SECRET},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with Publisher(redis_url=redis_server.url) as publisher:
+        async with aiohttp.ClientSession() as http:
+
+            async def streaming() -> bool:
+                async with http.get(srv.url + "/metrics") as r:
+                    return "roomlogs_rooms 2.0" in await r.text()
+
+            await poll_until(streaming)
+        await publisher.emit(a, "info of a", agent_type="code", level="info")
+        await publisher.emit(c, "error of c", agent_type="code", level="error")
+        await publisher.emit(b, "warn of b, story", agent_type="story", level="warn")
+        await publisher.emit(b, "error of b", agent_type="code", level="error")
+        await publisher.emit(a, "warn of a", agent_type="code", level="warn")
+        async with asyncio.timeout(30):
+            out, err = await tail.communicate()
+    assert tail.returncode == 0, err
+    lines = out.decode().splitlines()
+    assert [(line.split(" ", 1)[0], line.split("] ", 1)[1]) for line in lines] == [
+        (b, "error of b"),
+        (a, "warn of a"),
+    ]

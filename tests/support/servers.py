@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -258,12 +259,13 @@ def nginx_binary() -> str:
     return debian_binary("nginx", "nginx", "/usr/sbin/nginx")
 
 
-def render_nginx_conf(text: str, *, port: int, gateways: Sequence[int]) -> str:
+def render_nginx_conf(text: str, *, port: int, tls_port: int, gateways: Sequence[int]) -> str:
     """config/nginx.conf for this machine: the `# @listen` line listens on 127.0.0.1:`port`, the
-    `# @upstream` line is repeated once per gateway port with `gateway:8080 resolve` replaced
-    (its max_fails/fail_timeout kept). Nothing else changes."""
+    `# @listen-tls` line on 127.0.0.1:`tls_port` (its `ssl http2` kept), the `# @upstream` line is
+    repeated once per gateway port with `gateway:8080 resolve` replaced (its
+    max_fails/fail_timeout kept). Nothing else changes."""
     out: list[str] = []
-    seen = {"listen": 0, "upstream": 0}
+    seen = {"listen": 0, "listen-tls": 0, "upstream": 0}
     for line in text.splitlines():
         code, _, tag = line.partition("# @")
         tag = tag.strip()
@@ -271,6 +273,11 @@ def render_nginx_conf(text: str, *, port: int, gateways: Sequence[int]) -> str:
             seen["listen"] += 1
             indent = code[: len(code) - len(code.lstrip())]
             out.append(f"{indent}listen 127.0.0.1:{port};")
+        elif tag == "listen-tls":
+            seen["listen-tls"] += 1
+            address = re.search(r"\blisten\s+(\S+)", code)
+            assert address is not None, line
+            out.append(code.replace(address.group(1), f"127.0.0.1:{tls_port}", 1).rstrip())
         elif tag == "upstream":
             seen["upstream"] += 1
             assert "gateway:8080 resolve" in code, line
@@ -279,20 +286,35 @@ def render_nginx_conf(text: str, *, port: int, gateways: Sequence[int]) -> str:
             )
         else:
             out.append(line)
-    assert seen == {"listen": 1, "upstream": 1}, f"config/nginx.conf markers: {seen}"
+    assert seen == {"listen": 1, "listen-tls": 1, "upstream": 1}, f"nginx.conf markers: {seen}"
     return "\n".join(out) + "\n"
 
 
+def dev_cert(directory: Path) -> None:
+    """scripts/dev-cert into `directory`: tls.crt and tls.key, self-signed for localhost."""
+    subprocess.run(
+        [str(ROOT / "scripts" / "dev-cert"), str(directory)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
 class Nginx:
-    """nginx in the foreground on a free port, its prefix, logs and pid in `workdir`."""
+    """nginx in the foreground on free ports (plain and TLS), its prefix, logs, pid and the
+    certificate config/nginx.conf names (`certs/`, made by scripts/dev-cert) in `workdir`."""
 
     def __init__(self, workdir: Path, gateways: Sequence[int]) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.tls_port = free_port()
         self.conf = workdir / "nginx.conf"
         self.conf.write_text(
-            render_nginx_conf(NGINX_CONF.read_text(), port=self.port, gateways=gateways)
+            render_nginx_conf(
+                NGINX_CONF.read_text(), port=self.port, tls_port=self.tls_port, gateways=gateways
+            )
         )
+        dev_cert(workdir / "certs")
         self.access_log = workdir / "access.log"
         self.error_log = workdir / "error.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -300,6 +322,10 @@ class Nginx:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
 
     def command(self, *extra: str) -> list[str]:
         directives = f"daemon off; pid {self.workdir}/nginx.pid; error_log stderr;"

@@ -205,8 +205,13 @@ def test_compose_runs_replicas_behind_nginx_with_healthchecks() -> None:
     assert grace > float(env["SHUTDOWN_TIMEOUT"])
 
     assert "./config/nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
+    # config/nginx.conf's `certs/tls.crt` is relative to its own directory; scripts/dev-cert
+    # writes config/certs/ by default, and git ignores it.
+    assert "./config/certs:/etc/nginx/certs:ro" in nginx["volumes"]
+    assert "config/certs/" in (ROOT / ".gitignore").read_text().splitlines()
     assert nginx["depends_on"]["gateway"]["condition"] == "service_healthy"
     assert any(p.endswith(":8080") for p in nginx["ports"])
+    assert any(p.endswith(":8443") for p in nginx["ports"])
     for name, svc in services.items():
         assert svc["healthcheck"]["test"], f"{name} has no healthcheck"
     assert "/healthz" in " ".join(gateway["healthcheck"]["test"])
@@ -239,7 +244,13 @@ def _directives(block: str) -> set[str]:
 def test_nginx_conf_streams_sse_unbuffered_and_fails_over() -> None:
     conf = _conf()
     server = _directives(_block(conf, "server {"))
-    stream = _directives(_block(conf, "location ~ ^/api/v1/rooms/[^/]+/logs$"))
+    # One location for both streams: the one-room route and /api/v1/logs?rooms=.
+    stream_header = "location ~ ^/api/v1/(rooms/[^/]+/)?logs$"
+    stream = _directives(_block(conf, stream_header))
+    pattern = re.compile(stream_header.split(" ")[2])
+    assert pattern.fullmatch("/api/v1/rooms/demo/logs")
+    assert pattern.fullmatch("/api/v1/logs")
+    assert not pattern.fullmatch("/api/v1/rooms/demo/logs/history")
     upstream = _block(conf, "upstream gateway")
     for directive in (
         "proxy_buffering off",
@@ -260,6 +271,33 @@ def test_nginx_conf_streams_sse_unbuffered_and_fails_over() -> None:
     assert re.search(r"\bkeepalive \d+;", upstream)
 
 
+def test_nginx_conf_serves_tls_and_http2_and_plain_http() -> None:
+    """Browsers get TLS and HTTP/2 (no 6-connection cap); plain HTTP stays; the gateways
+    still get HTTP/1.1 from the one server block both listeners share."""
+    conf = _conf()
+    assert conf.count("server {") == 1
+    server = _directives(_block(conf, "server {"))
+    assert "listen 8080" in server
+    # Debian's nginx 1.22 has no `http2 on;` (1.25.1+): the listen parameter works in both.
+    assert "listen 8443 ssl http2" in server
+    assert "ssl_certificate certs/tls.crt" in server
+    assert "ssl_certificate_key certs/tls.key" in server
+    assert "ssl_protocols TLSv1.2 TLSv1.3" in server
+    assert "proxy_http_version 1.1" in server
+
+
+def test_nginx_conf_room_affinity_is_one_commented_line() -> None:
+    """The option of docs/nginx.md: off as shipped, one `hash … consistent` on the room."""
+    text = NGINX_CONF.read_text()
+    assert "hash " not in _conf(), "affinity is off as shipped"
+    commented = [line for line in text.splitlines() if line.strip().endswith("# @affinity")]
+    assert [line.split("#")[1].strip() for line in commented] == ["hash $roomlogs_room consistent;"]
+    upstream = _block(text, "upstream gateway")
+    assert upstream.index("# @affinity") < upstream.index("keepalive "), "hash before keepalive"
+    room_map = _block(_conf(), "map $uri $roomlogs_room")
+    assert "$arg_rooms" in room_map
+
+
 def test_nginx_conf_never_logs_the_query_string() -> None:
     conf = _conf()
     log_format = re.search(r"log_format roomlogs[^;]*;", conf)
@@ -277,5 +315,9 @@ def test_nginx_conf_never_logs_the_query_string() -> None:
 
 
 def test_nginx_accepts_the_rendered_conf(tmp_path: Path) -> None:
-    result = Nginx(tmp_path, [free_port(), free_port()]).check()
+    """Debian's nginx (1.22) reads it, TLS listener and scripts/dev-cert's certificate included
+    (tests/system/test_nginx_http2.py runs it, with the room affinity on as well)."""
+    nginx = Nginx(tmp_path, [free_port(), free_port()])
+    assert f"listen 127.0.0.1:{nginx.tls_port} ssl http2;" in nginx.conf.read_text()
+    result = nginx.check()
     assert result.returncode == 0, result.stderr

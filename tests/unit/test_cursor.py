@@ -11,16 +11,34 @@ from hypothesis import strategies as st
 from service.cursor import Cursor, CursorError, parse
 from service.roomtag import with_room, without_room_id
 
-U64 = (1 << 64) - 1
-keys = st.tuples(st.integers(0, U64), st.integers(0, U64))
+EPOCH = 1_764_000_000_000
+REACH = (1 << 35) - 1
+SEQ_MAX = (1 << 18) - 1
+keys = st.one_of(
+    st.just((0, 0)),
+    st.tuples(st.integers(EPOCH - REACH, EPOCH + REACH - 1), st.integers(0, SEQ_MAX)),
+)
 
 
 @given(st.dictionaries(st.sampled_from([f"room-{i}" for i in range(8)]), keys, min_size=1))
 def test_every_position_round_trips(positions: dict[str, tuple[int, int]]) -> None:
-    cursor = Cursor(positions, epoch_ms=1_764_000_000_000)
+    cursor = Cursor(positions, epoch_ms=EPOCH)
     for room, key in positions.items():
         cursor.advance(room, key)
     assert parse(cursor.encode().decode(), positions) == positions
+
+
+def test_what_it_cannot_hold_is_clamped_where_nothing_is_lost() -> None:
+    """Older than ~398 days (beyond HISTORY_TTL's 365-day cap: nothing is retained there)
+    becomes the earliest position it holds; a millisecond of more than 2^18 logs repeats."""
+    cursor = Cursor(["old", "busy", "first"], epoch_ms=EPOCH)
+    cursor.advance("old", (EPOCH - 10 * REACH, 5))
+    cursor.advance("busy", (EPOCH, SEQ_MAX + 1000))
+    cursor.advance("first", (1, 0))
+    got = parse(cursor.encode().decode(), ["old", "busy", "first"])
+    assert (got["old"], got["first"]) == ((EPOCH - REACH, 5), (EPOCH - REACH, 0))
+    assert got["old"][0] < EPOCH - 365 * 86_400_000
+    assert got["busy"] == (EPOCH, SEQ_MAX)
 
 
 def test_rooms_not_asked_for_are_ignored_and_missing_ones_absent() -> None:
@@ -53,7 +71,18 @@ def test_only_the_moved_room_changes_and_the_text_is_cached() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "1-0", "r2.AQ", "r1.", "r1.!!", "r1.Ag", "r1.AQ" + "A" * 3, "r1.AYCAgICAgICAgICAAQ", "é"],
+    [
+        "",
+        "1-0",
+        "r2.AAAAAAAA",
+        "r1.",
+        "r1.AAAAAAA",
+        "r1.AAAA!AAA",
+        "r1." + "A" * 9,
+        "é",
+        "r1." + "A" * 8 + "AAAAAA" + "AAAAAA" + "AAB",
+        "r1." + "A" * 8 + "A" * 15 * 1025,
+    ],
 )
 def test_what_is_not_a_cursor_is_refused(text: str) -> None:
     with pytest.raises(CursorError):

@@ -3,6 +3,7 @@ bookkeeping, driven directly (no I/O, no server)."""
 
 from __future__ import annotations
 
+from service.cursor import Cursor, epoch_for
 from service.delivery import Delivery
 from service.endings import Ending
 from service.filters import StreamFilter
@@ -11,6 +12,7 @@ from service.metrics import Metrics
 from service.subscriber import Subscriber
 from tests.support.factories import MS, message
 from tests.support.recording import RecordedEndings
+from tests.support.sse import parse_sse
 from tests.support.transports import ClientTransport, SinkTransport
 
 # -- dispatch --------------------------------------------------------------------------------------
@@ -40,6 +42,28 @@ async def test_dispatch_keeps_order() -> None:
         hub.dispatch(msg)
     hub.flush()
     assert sub.take()[0] == b"".join(m.frame for m in msgs)
+
+
+async def test_a_stream_of_several_rooms_gets_a_turn_in_arrival_order_across_rooms() -> None:
+    """The fan-out goes room by room; a multi-room stream must not see a's later log before
+    b's earlier one because a's first log of the turn came first."""
+    hub = Hub()
+    rooms = ["a", "b"]
+    multi = Subscriber(rooms, 100, cursor=Cursor(rooms, epoch_for(MS)))
+    single = Subscriber("a", 100)
+    hub.add(multi)
+    hub.add(single)
+    order = [message("a", 0), message("b", 1), message("a", 2), message("b", 3)]
+    for msg in order:
+        hub.dispatch(msg)
+    hub.flush()
+    body = multi.take()[0]
+    assert [e.json()["roomId"] for e in parse_sse(body)] == ["a", "b", "a", "b"]
+    assert single.take()[0] == order[0].frame + order[2].frame
+    hub.remove(multi)
+    hub.dispatch(message("b", 4))
+    hub.flush()  # its rooms forget it
+    assert multi.queued == 0
 
 
 async def test_full_buffer_closes_only_that_subscriber_as_slow_consumer() -> None:

@@ -151,6 +151,90 @@ test("a final refusal (401, 403) closes the stream for good, saying why", async 
   }
 });
 
+test("follows several rooms on one stream, and setRooms resumes each from the cursor", async () => {
+  const [a, b, c] = [newRoom(), newRoom(), newRoom()];
+  const older = await publishAll(b, ["b-old"]);
+  const stream = open({ rooms: [a, b], history: 10, level: "info" });
+  const seen = record(stream);
+  const connected = nextEvent(stream, "connected");
+  stream.start();
+  assert.deepEqual((await connected).rooms, [a, b]);
+  await logsReach(stream, seen, 1);
+  const first = [...(await publishAll(a, ["a0", "a1"])), ...(await publishAll(b, ["b0"]))];
+  await logsReach(stream, seen, 4);
+  assert.ok(stream.url().includes(`rooms=${a}%2C${b}`), stream.url());
+  assert.ok(stream.lastEventId.startsWith("r1."), stream.lastEventId);
+
+  // A new stream for a, b and c: a and b resume after their positions, c gets its history.
+  const cOld = await publishAll(c, ["c-old"]);
+  const relive = nextEvent(stream, "connected", (d) => d.rooms.length === 3);
+  stream.setRooms([a, b, c]);
+  const during = await publishAll(a, ["a2"]);
+  await relive;
+  await logsReach(stream, seen, 6);
+  const later = [...(await publishAll(b, ["b1"])), ...(await publishAll(c, ["c0"]))];
+  await logsReach(stream, seen, 8);
+
+  const by = (room) => seen.logs.filter((l) => l.roomId === room).map((l) => l.log.message);
+  assert.deepEqual(by(a), ["a0", "a1", "a2"]);
+  assert.deepEqual(by(b), ["b-old", "b0", "b1"]);
+  assert.deepEqual(by(c), ["c-old", "c0"]);
+  assert.ok(seen.logs.every((l) => l.log.roomId === l.roomId));
+  assert.equal(older.length + first.length + cOld.length + during.length + later.length, 8);
+  assert.deepEqual(seen.duplicates, []);
+});
+
+test("a new RoomStream given the last cursor gets exactly what it missed", async () => {
+  const rooms = [newRoom(), newRoom()];
+  const one = open({ rooms, history: 0 });
+  const seen = record(one);
+  const live = nextEvent(one, "connected");
+  one.start();
+  await live;
+  await publishAll(rooms[0], ["x0"]);
+  await logsReach(one, seen, 1);
+  one.close();
+  await publishAll(rooms[1], ["y-missed"]);
+  await publishAll(rooms[0], ["x-missed"]);
+
+  const two = open({ rooms, history: 100, lastEventId: one.lastEventId });
+  const got = [];
+  two.start();
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no logs")), WAIT_MS);
+    two.on.log = (d) => {
+      got.push([d.roomId, d.log.message]);
+      if (got.length === 2) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+  });
+  // Each room resumed after its position: rooms[0] after x0, rooms[1] where the first stream
+  // started (history=100 applies only to rooms the cursor lacks).
+  const byRoom = new Map(got);
+  assert.equal(got.length, 2);
+  assert.equal(byRoom.get(rooms[0]), "x-missed");
+  assert.equal(byRoom.get(rooms[1]), "y-missed");
+});
+
+test("a final refusal on the multi-room route says which room, as `refused` and callbacks", async () => {
+  const calls = [];
+  const stream = open({
+    rooms: ["other", newRoom()],
+    token: OTHER_TOKEN,
+    on: { refused: (d) => calls.push(["refused", d.status]), state: (d) => calls.push([d.state]) },
+  });
+  const refused = nextEvent(stream, "refused");
+  stream.start();
+  const detail = await refused;
+  assert.equal(detail.status, 403);
+  assert.equal(detail.error, "room_not_allowed");
+  assert.match(detail.detail, /^room 'js-.+' is not in the token's 'rooms' claim$/);
+  assert.equal(stream.state, "closed");
+  assert.deepEqual(calls.slice(-2), [["refused", 403], ["closed"]]);
+});
+
 before(() => {
   assert.ok(typeof EventSource === "function");
 });

@@ -1,7 +1,7 @@
 // Compiled by `npm run check-types` (tsc --noEmit), never run: the declarations must describe
 // the package as a TypeScript user calls it, with npm's `eventsource` as the EventSource.
 import { EventSource } from "eventsource";
-import { LEVELS, PublishError, Publisher, RoomStream, compareIds } from "../index.js";
+import { LEVELS, PublishError, Publisher, RoomStream, compareIds, roomList } from "../index.js";
 import type { Level, LogRecord, StreamState } from "../index.js";
 import { RoomStream as StreamOnly } from "roomlogs-client/stream";
 import { Publisher as PublisherOnly } from "roomlogs-client/publisher";
@@ -25,6 +25,18 @@ stream.addEventListener("state", (e) => {
 });
 stream.addEventListener("unavailable", (e) => console.log(e.detail.retryMs + 1));
 stream.addEventListener("connected", (e) => console.log(e.detail.recovered === true));
+const many = new RoomStream({
+  rooms: ["a", "b"],
+  level: "warn",
+  agentType: "code",
+  lastEventId: stream.lastEventId,
+  EventSource,
+  on: { refused: (d) => console.log(d.status, d.error, d.detail), log: (d) => console.log(d.roomId) },
+}).start();
+many.addEventListener("gap", (e) => console.log(e.detail.roomId, e.detail.after));
+many.addEventListener("connected", (e) => console.log(e.detail.rooms.length));
+many.setRooms(["a", "b", "c"]).close();
+const rooms: readonly string[] = many.rooms;
 const last: string | null = stream.lastEventId;
 stream.close("done");
 const order: number | null = compareIds("1-0", "2-0");
@@ -40,4 +52,4 @@ async function publish(): Promise<string[]> {
     throw exc;
   }
 }
-console.log(last, order, first, publish, StreamOnly, PublisherOnly);
+console.log(rooms, roomList("a, b"), last, order, first, publish, StreamOnly, PublisherOnly);

@@ -1,0 +1,1 @@
+"""Redis deployments past one server: Sentinel (and Cluster), real redis-servers."""
