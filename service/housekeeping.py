@@ -29,7 +29,8 @@ async def housekeeping_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def refresh_metrics(state: AppState) -> None:
     """Bring scrape-time values up to date (also done by `/metrics` before it answers)."""
-    state.metrics.refresh(*state.hub.collect_sent())
+    subscribed = getattr(state.broker, "subscribed_rooms", 0)  # a per-room subscriber's
+    state.metrics.refresh(*state.hub.collect_sent(), subscribed)
 
 
 async def _housekeeping(state: AppState) -> None:

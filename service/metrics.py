@@ -41,6 +41,13 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.subscribed_rooms = Gauge(
+            "roomlogs_redis_subscribed_rooms",
+            "Rooms whose SUBSCRIBE Redis confirmed (SUBSCRIBE_MODE=rooms; summed over workers); "
+            "above roomlogs_rooms by the rooms lingering after their last stream",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.broker_messages = Counter(
             "roomlogs_broker_messages", "Messages received from the broker", registry=r
         )
@@ -116,9 +123,11 @@ class Metrics:
             registry=r,
         )
 
-    def refresh(self, events: int, size: int) -> None:
-        """Bring scrape-time values up to date: tasks, and what live streams were sent."""
+    def refresh(self, events: int, size: int, subscribed_rooms: int = 0) -> None:
+        """Bring scrape-time values up to date: tasks, the broker's subscribed rooms, and what
+        live streams were sent."""
         self.loop_tasks.set(loop_tasks())
+        self.subscribed_rooms.set(subscribed_rooms)
         if events:
             self.events_sent.inc(events)
             self.bytes_sent.inc(size)

@@ -69,15 +69,22 @@ def take_buffered(reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]) -> b
 
 
 def take_until_control(
-    reader: hiredis.Reader, batch: list[tuple[bytes, bytes]]
+    reader: hiredis.Reader, batch: list[tuple[bytes, bytes]], *, pongs: bool = False
 ) -> list[Any] | None:
     """`take_buffered` for any subscriber: messages (`message`, `pmessage`, the Cluster's
     sharded `smessage`) go to `batch`; the first other pub/sub reply (a (un)subscribe
     confirmation, or a `sunsubscribe` Redis pushed because a slot moved) stops the walk and is
-    returned, `[kind, channel, count]`, for the caller to handle in order."""
+    returned, `[kind, channel, count]`, for the caller to handle in order.
+
+    With `pongs`, a PING's answer stops it too, as `[b"pong", message]` (subscribed or not:
+    SUBSCRIBE_MODE=rooms goes live on one); redis-py's health-check PONG is always skipped."""
     while (reply := reader.gets()) is not _NOT_ENOUGH_DATA:
         if isinstance(reply, Exception):
             raise reply
+        if isinstance(reply, bytes):  # a PING answered outside subscribed mode
+            if pongs and reply != _HEALTH_CHECK:
+                return [b"pong", reply]
+            continue
         if not isinstance(reply, list) or not reply:
             continue
         kind: Any = reply[0]
@@ -85,11 +92,14 @@ def take_until_control(
             batch.append((reply[2], reply[3]))
         elif kind in (b"message", b"smessage") and len(reply) == 3:
             batch.append((reply[1], reply[2]))
-        elif kind in _CONTROL and len(reply) == 3:
+        elif (kind in _CONTROL and len(reply) == 3) or (
+            pongs and kind == b"pong" and len(reply) == 2 and reply[1] != _HEALTH_CHECK
+        ):
             return reply
     return None
 
 
+_HEALTH_CHECK: Final = b"redis-py-health-check"  # redis-py's own PING (`PubSub.check_health`)
 _CONTROL: Final = frozenset(
     (b"subscribe", b"psubscribe", b"ssubscribe", b"unsubscribe", b"punsubscribe", b"sunsubscribe")
 )

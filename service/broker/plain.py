@@ -1,8 +1,10 @@
 """Plain PUBLISH, replayable: a log that a backend sent with a bare `PUBLISH room:R:logs` is
 stored in the room's history once, and then delivered with its stream id like any other.
 
-Every gateway (each worker) receives every such log, whether or not a stream watches the room,
-and runs `PLAIN_SCRIPT` for it; the script stores the log and publishes its envelope unless
+With `SUBSCRIBE_MODE=pattern` every gateway (each worker) receives every such log, whether or
+not a stream watches the room; with `rooms`, the gateways watching the room and the keepers
+(keeper.py: two leased `PSUBSCRIBE` connections, each with a store of its own) do. Each runs
+`PLAIN_SCRIPT` for it; the script stores the log and publishes its envelope unless
 another gateway did so first. Pub/sub gives a message no identity, so the claim is by content:
 a digest of the channel and the payload, and which occurrence of that payload this gateway has
 received within `CLAIM_TTL` (the same text sent twice is two logs: occurrences 1 and 2). All

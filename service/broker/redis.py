@@ -1,4 +1,7 @@
-"""The Redis broker: one `PSUBSCRIBE room:*:logs` per process, one reader task, one Lua publish.
+"""The Redis broker: one subscription connection per process, one reader task, one Lua publish.
+
+`SUBSCRIBE_MODE=pattern` holds one `PSUBSCRIBE room:*:logs`; `rooms` holds `SUBSCRIBE room:R:logs`
+for the rooms with a local stream (`interest.py` decides what to send; docs/subscriptions.md).
 
 The reader owns reconnection: on any connection error it marks itself down (readiness turns
 503), waits an exponential backoff with jitter (redis-py's own), and subscribes again on a fresh
@@ -14,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, ClassVar, Final, TypeVar
 
 import redis.asyncio as aioredis
@@ -27,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..ids import MAX_KEY, format_id, parse_id
 from ..settings import Settings
-from . import _batch_read
+from . import _batch_read, _per_room
 from ._errors import CONNECTION_ERRORS, SubscriptionStalled, explain, never_sent
 from ._pool import make_pool
 from .base import (
@@ -40,7 +43,9 @@ from .base import (
     Window,
 )
 from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
-from .keys import PLAIN, KeySpace
+from .interest import Interest
+from .keeper import PlainKeeper
+from .keys import PLAIN, KeySpace, room_from_channel
 from .plain import PlainStore
 from .refusal import describe_refusal
 from .replicas import Replicas
@@ -66,6 +71,10 @@ PROBE_TIMEOUT: Final = 3.0
 PROBE: Final = "roomlogs-probe"
 CLOSE_DRAIN: Final = 2.0  # seconds `close` waits for plain logs being stored
 CATCH_UP_PAGE: Final = 500  # logs read at a time when catching a room up
+_CONFIRMATIONS: Final = frozenset(("psubscribe", "subscribe", "unsubscribe"))
+# A reply that changes what the reader does next: (kind, channel or PING message), the kind
+# as Redis spells it (b"subscribe", b"unsubscribe", b"psubscribe", b"pong").
+_Control = tuple[bytes, bytes]
 
 
 class RedisBroker(Broker):
@@ -103,6 +112,30 @@ class RedisBroker(Broker):
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._lost_at_ms: int | None = None
+        # SUBSCRIBE_MODE=rooms: the rooms this process holds, the event that wakes the
+        # connection's writer when they change, and the plain PUBLISH keeper.
+        # (A Cluster holds its per-room subscriptions itself: cluster.py.)
+        self._per_room = settings.subscribe_mode == "rooms" and settings.topology != "cluster"
+        self._secret_read = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._interest = Interest(settings.unsubscribe_linger, self._changed.set)
+        self._keeper: PlainKeeper | None = None
+        if self._per_room:
+            self._keeper = PlainKeeper(
+                self._client,
+                self._keys,
+                PlainStore(
+                    self._client,
+                    self._keys,
+                    self._history_max,
+                    self._history_ttl,
+                    lambda: self.envelopes,
+                    events,
+                ),
+                self._keep,
+                self._secret_read.wait,
+            )
+        self._sink = self._plain  # where `store_plain` queues (the keeper's store meanwhile)
 
     def _make_client(self, settings: Settings) -> aioredis.Redis:
         """The client every command goes through (and, here, the subscription's pool): one
@@ -120,14 +153,19 @@ class RedisBroker(Broker):
             # too) makes the reader resubscribe on the new one and catch up.
             watch = self._sentinel.watch()
             self._tasks.append(asyncio.create_task(watch, name="roomlogs-sentinel-watch"))
+        if self._keeper is not None:
+            self._tasks.append(asyncio.create_task(self._keeper.run(), name="roomlogs-keeper"))
 
     async def close(self) -> None:
         if self._tasks and not self._tasks[1].done():
             # Plain logs already received are stored before the connection goes.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_DRAIN):
-                    await self._plain.drained()
+                    await self.plain_drained()
         self._set_state(BrokerState.CLOSED, "closed")
+        self._interest.clear()
+        if self._keeper is not None:
+            self._keeper.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -147,12 +185,23 @@ class RedisBroker(Broker):
             step = f"SET NX/GET {ENVELOPE_SECRET_KEY}"  # what a refusal names
             try:
                 await self._read_secret()  # before anything is received or published
-                step = f"PSUBSCRIBE {self._keys.pattern}"
-                await pubsub.psubscribe(self._keys.pattern)
-                failures = 0
-                await self._read(pubsub)
+                if self._per_room:
+                    step = "SUBSCRIBE"
+                    await pubsub.connect()  # type: ignore[no-untyped-call]
+                    failures = 0
+                    await self._read_rooms(pubsub)
+                else:
+                    step = f"PSUBSCRIBE {self._keys.pattern}"
+                    await pubsub.psubscribe(self._keys.pattern)
+                    failures = 0
+                    await self._read(pubsub)
             except Exception as exc:  # the reader must outlive anything Redis does to it
                 failures += 1
+                if self._per_room:
+                    if self._interest.confirmed and self._lost_at_ms is None:
+                        # Rooms were live (perhaps not yet all): streams may have replayed.
+                        self._lost_at_ms = time.time_ns() // 1_000_000
+                    self._interest.lost()  # all subscribed again on the next connection
                 why = explain(exc, client_cert=self._client_cert)
                 if isinstance(exc, SubscriptionStalled):
                     reason = "redis stalled: no answer to the liveness probe"
@@ -178,7 +227,7 @@ class RedisBroker(Broker):
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _read(self, pubsub: PubSub) -> None:
+    async def _read(self, pubsub: PubSub, link: _per_room.Link | None = None) -> None:
         on_messages = self.events.on_messages
         # Not `while True`: redis-py can swallow a cancellation that lands inside
         # `get_message()` (seen right after start-up), so the reader also ends on the state
@@ -187,13 +236,15 @@ class RedisBroker(Broker):
         heard = loop.time()  # when the subscription last said anything
         probed: float | None = None  # when the unanswered probe was sent
         while self.state is not BrokerState.CLOSED:
+            if link is not None and link.writer is not None and link.writer.done():
+                link.writer.result()  # the writer failed: this connection is done
             msg: dict[str, Any] | None = await pubsub.get_message(timeout=READ_TIMEOUT)
             if msg is None:
                 # A stalled or demoted Redis keeps the socket open and says nothing: ask it.
                 now = loop.time()
                 if probed is None:
                     if now - heard >= PROBE_IDLE:
-                        await pubsub.ping(PROBE)
+                        await _per_room.send(pubsub, "PING", PROBE)
                         probed = now
                 elif now - probed >= PROBE_TIMEOUT:
                     raise SubscriptionStalled(
@@ -203,18 +254,121 @@ class RedisBroker(Broker):
                 continue
             heard, probed = loop.time(), None
             kind = msg["type"]
-            if kind == "pmessage":
-                batch = [(msg["channel"], msg["data"])]
-                # The socket read behind that message usually brought more: take them now.
+            batch: list[tuple[bytes, bytes]] = []
+            control: _Control | None = None
+            if kind == "pmessage" or kind == "message":
+                batch.append((msg["channel"], msg["data"]))
+            elif kind in _CONFIRMATIONS:
+                control = (kind.encode(), msg["channel"])
+            elif kind == "pong":
+                control = (b"pong", msg["data"])
+            else:
+                continue
+            # The socket read behind that reply usually brought more: take them now, and
+            # handle each confirmation in its turn (before anything that came after it).
+            reader = _batch_read.buffered_reader(pubsub)
+            while True:
+                if control is None and reader is not None:
+                    try:
+                        reply = _batch_read.take_until_control(reader, batch, pongs=True)
+                        control = (reply[0], reply[1]) if reply is not None else None
+                    finally:
+                        if batch:
+                            on_messages(batch)  # what came before an error is delivered
+                elif batch:
+                    on_messages(batch)
+                batch = []
+                if control is None:
+                    break
+                await self._on_control(pubsub, control, link)
+                control = None
+                if reader is None:
+                    break
                 reader = _batch_read.buffered_reader(pubsub)
-                try:
-                    subscribed = reader is not None and _batch_read.take_buffered(reader, batch)
-                finally:
-                    on_messages(batch)  # what came before an error reply is delivered
-                if subscribed:
-                    await self._subscribed(pubsub)
-            elif kind == "psubscribe":
+
+    async def _on_control(
+        self, pubsub: PubSub, control: _Control, link: _per_room.Link | None
+    ) -> None:
+        """A confirmation, or a PING's answer: what it changes for the reader."""
+        kind, name = control
+        if kind == b"psubscribe":
+            await self._subscribed(pubsub)
+            return
+        if link is None:
+            return  # pattern mode: the probe's answer
+        if kind == b"pong":
+            # The marker: every first SUBSCRIBE of this connection is confirmed.
+            if name == _per_room.LIVE_MARKER:
+                if self._keeper is not None and not self._keeper.settled.is_set():
+                    with contextlib.suppress(TimeoutError):  # at start-up only
+                        async with asyncio.timeout(_per_room.KEEPER_WAIT):
+                            await self._keeper.settled.wait()
                 await self._subscribed(pubsub)
+            return
+        room = room_from_channel(name)
+        if room is None:
+            return
+        if kind == b"subscribe":
+            self._interest.subscribed((room,))
+            since = link.catch_up.pop(room, None)
+            if since is not None and room in self.rooms:
+                await self._catch_up_room(room, f"{max(since - 1000, 0)}-0")
+        elif kind == b"unsubscribe":
+            sent = link.unsubscribed_at.pop(room, None)
+            self._interest.unsubscribed((room,))
+            if room in self._interest.wanted:
+                # Reopened while the UNSUBSCRIBE was on its way: subscribed again, and what
+                # was published in between is read from history once it is.
+                link.catch_up[room] = sent if sent is not None else time.time_ns() // 1_000_000
+
+    async def _read_rooms(self, pubsub: PubSub) -> None:
+        """SUBSCRIBE_MODE=rooms on one connection: a writer task sends what `Interest` asks
+        for, as soon as it asks (`subscribe` is sync: it sets the event the writer waits on),
+        while this task reads, as in pattern mode."""
+        link = _per_room.Link()
+        link.writer = writer = asyncio.create_task(
+            _per_room.write(pubsub, self._interest, self._changed, self._keys.channel, link),
+            name="roomlogs-redis-subscriber",
+        )
+        try:
+            await self._read(pubsub, link)
+        except Exception:
+            failed = writer.exception() if writer.done() and not writer.cancelled() else None
+            if failed is not None:
+                raise failed from None
+            raise
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    def subscribe(self, rooms: Collection[str]) -> None:
+        super().subscribe(rooms)
+        if self._per_room:
+            self._interest.open(rooms)
+
+    def unsubscribe(self, rooms: Collection[str]) -> None:
+        super().unsubscribe(rooms)
+        if self._per_room:
+            self._interest.close(rooms)
+
+    async def listening(self, rooms: Collection[str]) -> None:
+        if self._per_room:
+            await _per_room.listening(self._interest, rooms)
+
+    @property
+    def subscribed_rooms(self) -> int:
+        """Rooms Redis confirmed this process' SUBSCRIBE of (SUBSCRIBE_MODE=rooms; else 0)."""
+        return len(self._interest.confirmed)
+
+    def _keep(self, batch: Sequence[tuple[bytes, bytes]]) -> None:
+        """The keeper's plain PUBLISH logs: validated by the delivery step like any, stored by
+        the keeper's own store (its own count of copies: see keeper.py)."""
+        assert self._keeper is not None
+        self._sink = self._keeper.store
+        try:
+            self.events.on_messages(batch)
+        finally:
+            self._sink = self._plain
 
     async def _read_secret(self) -> None:
         secret = await read_secret(self._client)
@@ -224,6 +378,7 @@ class RedisBroker(Broker):
             log.warning(
                 "the envelope secret changed (Redis lost its key?): the old one is kept too"
             )
+        self._secret_read.set()
 
     def _secret(self) -> bytes:
         if self.envelopes is None:
@@ -231,11 +386,13 @@ class RedisBroker(Broker):
         return self.envelopes.secret
 
     def store_plain(self, room: str, channel: bytes, payload: bytes, log: bytes) -> None:
-        self._plain.add(room, channel, payload, log)
+        self._sink.add(room, channel, payload, log)
 
     async def plain_drained(self) -> None:
         """Until the plain logs received so far are stored (tests, and `close`)."""
         await self._plain.drained()
+        if self._keeper is not None:
+            await self._keeper.store.drained()
 
     def _went_down(self, reason: str) -> None:
         if self.state is BrokerState.LIVE:

@@ -18,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from service.broker.keys import PLAIN
+from service.sse import Event
 from tests.support.factories import Client, MakeClient, auth, sample_log, token
 from tests.support.servers import RedisServer
 from tests.support.sse import SSEStream
@@ -33,6 +34,11 @@ async def _publish(client: Client, room: str, i: int, **extra: Any) -> str:
     assert r.status == 202, await r.text()
     ids: list[str] = (await r.json())["ids"]
     return ids[0]
+
+
+def _cursor(ev: Event) -> str:
+    assert ev.id is not None, ev
+    return ev.id
 
 
 async def _error(client: Client, url: str, headers: dict[str, str] | None = None) -> Any:
@@ -62,7 +68,7 @@ async def test_each_log_names_its_room_first_and_carries_the_cursor(
     assert [orjson.loads(e.data)["roomId"] for e in events] == [rooms[1], rooms[0]]
     assert [e.data.startswith('{"roomId":') for e in events] == [True, True]
     assert [e.json()["message"] for e in events] == ["log 0", "log 1"]
-    assert all(e.id.startswith("r1.") for e in events)
+    assert all(_cursor(e).startswith("r1.") for e in events)
     assert events[0].id != events[1].id
 
 
@@ -136,7 +142,7 @@ async def test_a_cursor_of_64_uuid_rooms_with_logs_stays_under_1_kib(
         sse = SSEStream(resp)
         await sse.next()
         events = await sse.collect(64)
-    cursor = events[-1].id
+    cursor = _cursor(events[-1])
     print(f"cursor with 64 UUID rooms: {len(cursor)} bytes")
     assert len(cursor.encode()) < 1024
     # It holds every room: a resume replays nothing, and only what comes after.
@@ -184,7 +190,7 @@ async def test_a_room_added_to_the_list_starts_live_or_with_history_the_others_r
     await _publish(client, a, 3)  # while away
     await _publish(client, b, 4)
     # `c` joins: it is not in the cursor, so history=1 gives its last log; a and b resume.
-    headers = {**auth(), "Last-Event-ID": first.id}
+    headers = {**auth(), "Last-Event-ID": _cursor(first)}
     async with client.get(_url([a, b, c], history="1"), headers=headers) as resp:
         sse = SSEStream(resp)
         await sse.next()
@@ -208,7 +214,7 @@ async def test_a_room_that_lost_logs_gets_its_own_gap(
         a_id = await _publish(client, a, 0)
         await _publish(client, b, 1)
         events = await sse.collect(2)
-    cursor = events[-1].id
+    cursor = _cursor(events[-1])
     for i in range(250):
         await _publish(client, a, 2 + i)
     async with client.get(_url([a, b]), headers={**auth(), "Last-Event-ID": cursor}) as resp:

@@ -32,7 +32,7 @@ async def start_broker() -> AsyncIterator[StartBroker]:
         started.append(broker)
         await broker.start()
         async with asyncio.timeout(10):
-            await broker.wait_live()  # Redis: the PSUBSCRIBE is confirmed
+            await broker.wait_live()  # Redis: the PSUBSCRIBE (or first SUBSCRIBEs) confirmed
         assert broker.ready
         return Running(broker, hub, metrics, delivery)
 
@@ -43,6 +43,13 @@ async def start_broker() -> AsyncIterator[StartBroker]:
             await broker.close()
 
 
+@pytest.fixture(params=["memory", "redis", "redis-rooms"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """The broker kinds of the contract: memory, and redis in each SUBSCRIBE_MODE."""
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture
 def start_kind(
     broker_kind: str, redis_server: RedisServer, start_broker: StartBroker
@@ -50,8 +57,10 @@ def start_kind(
     """`start_broker` for the parametrized kind (memory, or redis on the private server)."""
 
     async def start(**kw: Any) -> Running:
-        if broker_kind == "redis":
+        if broker_kind.startswith("redis"):
             kw.setdefault("redis_url", redis_server.url)
+        if broker_kind == "redis-rooms":
+            kw.setdefault("subscribe_mode", "rooms")
         return await start_broker(**kw)
 
     return start

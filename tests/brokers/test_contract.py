@@ -1,6 +1,6 @@
 """What every broker does behind one interface, run against each kind (`broker_kind`: memory,
-and redis on the private redis-server); then the one place the kinds differ, how exactly
-history is bounded."""
+and redis on the private redis-server in both SUBSCRIBE_MODEs); then the one place the kinds
+differ, how exactly history is bounded."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ async def test_publish_delivers_live_with_ids(start_kind: StartBroker, room: str
     run = await start_kind()
     sub = run.watch(room)
     other = run.watch(room + "-other")
+    await run.broker.listening([room, room + "-other"])  # as a stream does before its replay
     data = logs(5)
     ids = await run.broker.publish(room, data)
     events = await receive(sub, 5)

@@ -223,8 +223,9 @@ async def test_buffered_replies_stop_at_a_subscribe_confirmation_and_raise_error
     start_broker: StartBroker, redis_server: RedisServer, room: str
 ) -> None:
     """The batch takes only what `get_message()` would have handed over the same way: a
-    subscribe confirmation ends it (the caller awaits the catch-up), a PONG is skipped, an
-    error reply is raised (the reader then reconnects)."""
+    subscribe confirmation ends it and is returned (the caller awaits the catch-up), so is a
+    PING's answer (SUBSCRIBE_MODE=rooms goes live on one), redis-py's health-check PONG is
+    skipped, an error reply is raised (the reader then reconnects)."""
     run = await start_broker(redis_url=redis_server.url)
     broker = run.broker
     assert isinstance(broker, RedisBroker)
@@ -246,20 +247,25 @@ async def test_buffered_replies_stop_at_a_subscribe_confirmation_and_raise_error
     reader.feed(pmessage(2))
     reader.feed(b"*3\r\n$10\r\npsubscribe\r\n$11\r\nroom:*:logs\r\n:1\r\n")
     reader.feed(pmessage(3))
+    reader.feed(b"*2\r\n$4\r\npong\r\n$5\r\nmark1\r\n")  # a PING answered subscribed
+    reader.feed(b"$5\r\nmark2\r\n")  # and unsubscribed (a bulk string)
     reader.feed(pmessage(4)[:-7])  # incomplete: the next socket read completes it
 
-    def deliver_buffered(reader: hiredis.Reader) -> bool:
-        """What the reader does with a `take_buffered` batch: deliver it, even on an error."""
+    def deliver_buffered(reader: hiredis.Reader) -> list[Any] | None:
+        """What the reader does with a `take_until_control` batch: deliver it, even on an
+        error (PING answers returned too, as the reader asks)."""
         batch: list[tuple[bytes, bytes]] = []
         try:
-            return _batch_read.take_buffered(reader, batch)
+            return _batch_read.take_until_control(reader, batch, pongs=True)
         finally:
             run.delivery.on_messages(batch)
 
-    assert deliver_buffered(reader) is True
+    assert deliver_buffered(reader) == [b"psubscribe", b"room:*:logs", 1]
     assert [e.last_event_id for e in await receive(sub, 2)] == ["1-1", "1-2"]
-    assert deliver_buffered(reader) is False
+    assert deliver_buffered(reader) == [b"pong", b"mark1"]
     assert [e.last_event_id for e in await receive(sub, 1)] == ["1-3"]
+    assert deliver_buffered(reader) == [b"pong", b"mark2"]
+    assert deliver_buffered(reader) is None
     reader.feed(pmessage(4)[-7:] + b"-ERR something broke\r\n")
     with pytest.raises(ResponseError):
         deliver_buffered(reader)

@@ -200,8 +200,8 @@ class RedisClusterProcesses:
             fields = line.split()
             if "master" in fields[2] and "fail" not in fields[2]:
                 port = int(fields[1].split("@")[0].split(":")[1])
-                spans = [f.partition("-")[::2] for f in fields[8:] if not f.startswith("[")]
-                ranges[port] = [(int(a), int(b or a)) for a, b in spans]
+                parts = [f.partition("-")[::2] for f in fields[8:] if not f.startswith("[")]
+                ranges[port] = [(int(a), int(b or a)) for a, b in parts]
         chosen: dict[int, list[str]] = {port: [] for port in ranges}
         for i in itertools.count():
             room = f"cl-{os.getpid()}-{next(_ROOMS)}-{i}"

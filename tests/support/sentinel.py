@@ -148,7 +148,8 @@ class SentinelGroup:
         return [n for n in nodes if n.proc is not None and n.proc.poll() is None]
 
     def master_state(self, sentinel: Node) -> dict[str, Any]:
-        state: dict[str, Any] = sentinel.client().sentinel_master(SERVICE)
+        state = sentinel.client().sentinel_master(SERVICE)
+        assert isinstance(state, dict), state
         return state
 
     def primary_port(self) -> int:
@@ -158,8 +159,9 @@ class SentinelGroup:
         def agreed() -> bool:
             ports.clear()
             for s in self.running(self.sentinels):
-                _host, port = s.client().sentinel_get_master_addr_by_name(SERVICE)
-                ports.add(int(port))
+                addr = s.client().sentinel_get_master_addr_by_name(SERVICE)
+                assert isinstance(addr, (list, tuple)), addr
+                ports.add(int(addr[1]))
             return len(ports) == 1
 
         wait_for(agreed, "the sentinels agreeing on the primary")
@@ -204,7 +206,7 @@ class SentinelGroup:
         """`SENTINEL FAILOVER` (on a running sentinel): the old primary stays a writable primary
         until Sentinel turns it into a replica (~10 s later)."""
         sentinel = self.running(self.sentinels)[0]
-        sentinel.client().execute_command("SENTINEL", "FAILOVER", SERVICE)
+        sentinel.client().execute_command("SENTINEL", "FAILOVER", SERVICE)  # type: ignore[no-untyped-call]
 
     def wait_switched(self, old: int) -> int:
         """Until the sentinels agree on a primary other than `old`; its port."""

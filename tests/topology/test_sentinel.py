@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -325,7 +326,8 @@ async def test_no_publish_is_acknowledged_by_the_old_primary_after_the_switch(
                 await asyncio.wait(tasks)
     stored = group.node(new).client()
     for p in publishers:
-        held = {raw_id.decode() for raw_id, _ in stored.xrange(PLAIN.history(p.room))}
+        rows: Any = stored.xrange(PLAIN.history(p.room))
+        held = {raw_id.decode() for raw_id, _ in rows}
         late = [i for (_, i), at in zip(p.acked, p.sent_at, strict=True) if at > switched]
         assert len(late) >= 2 * AFTER
         assert [i for i in late if i not in held] == [], "acknowledged by the old primary"
@@ -375,7 +377,7 @@ async def test_a_connection_is_never_made_to_a_replica(group: SentinelGroup) -> 
     link = SentinelLink(
         Settings(redis_sentinels=tuple(("127.0.0.1", s.port) for s in group.sentinels))
     )
-    conn = link.pool.make_connection()
+    conn = link.pool.make_connection()  # type: ignore[no-untyped-call]
     try:
         with pytest.raises(RedisConnectionError, match="not the primary") as refused:
             await conn.connect_to(("127.0.0.1", group.replicas[0].port))

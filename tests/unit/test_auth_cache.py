@@ -39,7 +39,7 @@ async def test_a_cached_token_stops_working_when_it_expires(
     # (here against another secret, so that the second check shows).
     verifier._secret = "another-secret-another-secret-another"
     later = grant.expires_at + 1
-    monkeypatch.setattr(auth.time, "time", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(AuthError):
         await verifier.verify(token)
     assert auth.cache_key(token) not in verifier._cache
@@ -53,7 +53,7 @@ async def test_a_long_lived_token_is_checked_again_after_cache_seconds(
     await verifier.verify(token)
     verifier._secret = "rotated-secret-rotated-secret-rotated"
     later = time.time() + auth.CACHE_SECONDS + 1
-    monkeypatch.setattr(auth.time, "time", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(AuthError):
         await verifier.verify(token)
 
