@@ -228,6 +228,25 @@ class HttpFeed:
             await self.http.close()
 
 
+def scan_statuses(data: bytes) -> tuple[int, list[bytes], bytes]:
+    """The answers whose status lines `data` holds: how many were 2xx, the other statuses,
+    and the tail to prepend to the next read (a status line may be cut between two reads).
+    Only for answers whose bodies never hold `HTTP/1.1 ` (short JSON or plain text)."""
+    ok = 0
+    bad: list[bytes] = []
+    pos = data.find(b"HTTP/1.1 ")
+    last = 0
+    while pos >= 0 and pos + 12 <= len(data):
+        status = data[pos + 9 : pos + 12]
+        if status.startswith(b"20"):
+            ok += 1
+        else:
+            bad.append(status)
+        last = pos + 12
+        pos = data.find(b"HTTP/1.1 ", last)
+    return ok, bad, data[max(last, len(data) - 11) :]
+
+
 class _Answers(asyncio.Protocol):
     """Counts HTTP responses on a keep-alive connection (the status lines; nchan's bodies are
     short plain text that never holds one)."""
@@ -245,18 +264,9 @@ class _Answers(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        data = self.tail + data
-        pos = data.find(b"HTTP/1.1 ")
-        last = 0
-        while pos >= 0 and pos + 12 <= len(data):
-            status = data[pos + 9 : pos + 12]
-            if status.startswith(b"20"):
-                self.ok += 1
-            else:
-                self.bad.append(status)
-            last = pos + 12
-            pos = data.find(b"HTTP/1.1 ", last)
-        self.tail = data[max(last, len(data) - 11) :]
+        ok, bad, self.tail = scan_statuses(self.tail + data)
+        self.ok += ok
+        self.bad += bad
         self.check()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -8,6 +8,7 @@ only, so no token can choose its own verification (the classic "alg confusion").
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 import warnings
@@ -90,13 +91,24 @@ CACHE_SIZE = 10_000
 CACHE_SECONDS = 300.0
 
 
+def cache_key(token: str) -> bytes:
+    """What a token is kept by: its BLAKE2b-128 digest, 49 bytes where the token is ~240, and
+    no token held in memory. The cache is memory for every stream up to CACHE_SIZE: keyed by
+    the token it cost +0.96 KiB per idle stream in `bench.storm`, +0.29 with this key and the
+    shared room sets."""
+    return hashlib.blake2b(token.encode(), digest_size=16).digest()
+
+
 class TokenVerifier:
     """Checks a token once: a browser's reconnects and a publisher's requests resend the same
     one, and a signature check is a fifth of a publish. The verified grant is kept until the
     token expires (bounded by CACHE_SECONDS and CACHE_SIZE); refusals are never kept."""
 
     def __init__(self, settings: Settings, secret: str | None = None) -> None:
-        self._cache: dict[str, tuple[Grant, float]] = {}
+        self._cache: dict[bytes, tuple[Grant, float]] = {}
+        # One frozenset per distinct room set among the kept grants: a room's viewers hold
+        # tokens with the same `rooms` claim, and a frozenset is ~220 bytes.
+        self._sets: dict[frozenset[str], frozenset[str]] = {}
         self._algorithms = settings.jwt_algorithms
         self._secret = secret if secret is not None else settings.jwt_secret
         self._public_key = settings.jwt_public_key
@@ -109,16 +121,22 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Grant:
         now = time.time()
-        hit = self._cache.get(token)
+        key = cache_key(token)
+        hit = self._cache.get(key)
         if hit is not None:
             if now < hit[1]:
                 return hit[0]
-            del self._cache[token]
+            del self._cache[key]
         grant = await self._verify(token)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()  # cheaper than LRU bookkeeping, and refilled at once
+            self._sets.clear()
+        rooms = self._sets.setdefault(grant.rooms, grant.rooms)
+        publish = self._sets.setdefault(grant.publish, grant.publish)
+        if rooms is not grant.rooms or publish is not grant.publish:
+            grant = Grant(grant.subject, rooms, publish, grant.expires_at)
         until = min(grant.expires_at + self._leeway, now + CACHE_SECONDS)
-        self._cache[token] = (grant, until)
+        self._cache[key] = (grant, until)
         return grant
 
     async def _verify(self, token: str) -> Grant:

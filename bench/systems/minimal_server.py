@@ -14,6 +14,8 @@ What it does, and nothing more:
   set and every frame is written straight to it from the Redis reader's callback;
 - a stream whose socket buffer passes `--max-buffer` bytes is aborted (a slow consumer), so
   memory stays bounded.
+- `GET /healthz` answers a fixed keep-alive `200` (pipelined requests answered in order):
+  the floor of one HTTP request in Python for `bench.publish`.
 
 No tokens, no history, no metrics, no heartbeats, no validation: it is what the machine allows
 Python to do, for comparison with roomlogs (which keeps its whole contract). The same load
@@ -50,6 +52,11 @@ RESPONSE_HEAD: Final = (
     b'event: connected\ndata: {"ok":true}\n\n'
 )
 NOT_FOUND: Final = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+HEALTHZ: Final = b"GET /healthz "
+HEALTHY: Final = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"
+    b'{"status":"ok"}'
+)
 
 Rooms = dict[bytes, set[asyncio.Transport]]
 
@@ -91,6 +98,12 @@ class StreamProtocol(asyncio.Protocol):
         if self.room is not None or self.transport is None:
             return  # the client has nothing more to say
         self.head += data
+        healthy = 0
+        while self.head.startswith(HEALTHZ) and (end := self.head.find(b"\r\n\r\n")) > 0:
+            self.head = self.head[end + 4 :]  # a keep-alive probe: answered, read on
+            healthy += 1
+        if healthy:
+            self.transport.write(HEALTHY * healthy)
         if b"\r\n\r\n" not in self.head:
             if len(self.head) > 16384:
                 self.transport.abort()

@@ -76,6 +76,10 @@ class Nchan(System):
                         nchan_message_buffer_length 100;
                         nchan_message_timeout 60s;
                     }}
+                    location = /healthz {{
+                        default_type application/json;
+                        return 200 '{{"status":"ok"}}';
+                    }}
                     location / {{
                         return 404;
                     }}

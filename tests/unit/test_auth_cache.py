@@ -42,7 +42,7 @@ async def test_a_cached_token_stops_working_when_it_expires(
     monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(AuthError):
         await verifier.verify(token)
-    assert token not in verifier._cache
+    assert auth.cache_key(token) not in verifier._cache
 
 
 async def test_a_long_lived_token_is_checked_again_after_cache_seconds(
@@ -71,3 +71,15 @@ async def test_refusals_are_not_kept_and_the_cache_is_bounded(
     for i in range(12):
         await verifier.verify(mint_token(SECRET, rooms=[f"r{i}"], ttl=600))
         assert len(verifier._cache) <= 5
+
+
+async def test_the_cache_keeps_no_token_and_one_room_set_per_distinct_claim() -> None:
+    verifier = _verifier()
+    one = mint_token(SECRET, rooms=["a", "b"], ttl=600, sub="one")
+    two = mint_token(SECRET, rooms=["b", "a"], ttl=600, sub="two")
+    first, second = await verifier.verify(one), await verifier.verify(two)
+    assert first.rooms is second.rooms  # ~220 bytes kept once, not per token
+    assert (first.subject, second.subject) == ("one", "two")
+    assert await verifier.verify(two) is second
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in verifier._cache)
+    assert one not in repr(verifier._cache)
