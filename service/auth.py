@@ -8,6 +8,7 @@ only, so no token can choose its own verification (the classic "alg confusion").
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import math
 import time
@@ -105,7 +106,9 @@ class TokenVerifier:
     token expires (bounded by CACHE_SECONDS and CACHE_SIZE); refusals are never kept."""
 
     def __init__(self, settings: Settings, secret: str | None = None) -> None:
-        self._cache: dict[bytes, tuple[Grant, float]] = {}
+        # Oldest first: a full cache drops its oldest entry, not everything (a storm of
+        # CACHE_SIZE reconnects would otherwise empty it just as it is needed).
+        self._cache: collections.OrderedDict[bytes, tuple[Grant, float]] = collections.OrderedDict()
         # One frozenset per distinct room set among the kept grants: a room's viewers hold
         # tokens with the same `rooms` claim, and a frozenset is ~220 bytes.
         self._sets: dict[frozenset[str], frozenset[str]] = {}
@@ -129,8 +132,9 @@ class TokenVerifier:
             del self._cache[key]
         grant = await self._verify(token)
         if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()  # cheaper than LRU bookkeeping, and refilled at once
-            self._sets.clear()
+            self._cache.popitem(last=False)
+        if len(self._sets) >= CACHE_SIZE:
+            self._sets.clear()  # only sharing is lost
         rooms = self._sets.setdefault(grant.rooms, grant.rooms)
         publish = self._sets.setdefault(grant.publish, grant.publish)
         if rooms is not grant.rooms or publish is not grant.publish:

@@ -68,9 +68,12 @@ async def test_refusals_are_not_kept_and_the_cache_is_bounded(
         with pytest.raises(AuthError):
             await verifier.verify(bad)
     assert verifier._cache == {}
-    for i in range(12):
-        await verifier.verify(mint_token(SECRET, rooms=[f"r{i}"], ttl=600))
+    tokens = [mint_token(SECRET, rooms=[f"r{i}"], ttl=600) for i in range(12)]
+    for token in tokens:
+        await verifier.verify(token)
         assert len(verifier._cache) <= 5
+    # Full, it drops its oldest entry, not everything: the last five are still kept.
+    assert list(verifier._cache) == [auth.cache_key(t) for t in tokens[-5:]]
 
 
 async def test_the_cache_keeps_no_token_and_one_room_set_per_distinct_claim() -> None:
