@@ -24,8 +24,9 @@ class InvalidLog(ValueError):
         self.detail = detail
 
 
-def normalize(obj: Any) -> dict[str, Any]:
-    """Check one log and fill in `timestamp` and `metadata`; unknown extra fields are kept."""
+def normalize(obj: Any, now: str | None = None) -> dict[str, Any]:
+    """Check one log and fill in `timestamp` (`now`, else the time of the call) and
+    `metadata`; unknown extra fields are kept."""
     if not isinstance(obj, dict):
         raise InvalidLog("log", "a log must be a JSON object")
     agent = obj.get("agentType")
@@ -45,7 +46,7 @@ def normalize(obj: Any) -> dict[str, Any]:
         raise InvalidLog("roomId", "is the room published to (the URL's), never a log's field")
     ts = obj.get("timestamp")
     if ts is None:
-        obj["timestamp"] = utc_now_iso()
+        obj["timestamp"] = now or utc_now_iso()
     elif not isinstance(ts, str) or not _is_iso8601(ts):
         raise InvalidLog("timestamp", "must be an ISO-8601 date and time")
     return obj
@@ -75,8 +76,18 @@ def too_deep(obj: Any, raw: bytes) -> bool:
     Free for nearly every log: with few brackets in `raw` it cannot nest deeper than their
     count. Otherwise the parsed containers are walked, never the bytes.
     """
-    if raw.count(b"{") + raw.count(b"[") <= MAX_NESTING:
+    if not may_nest_too_deep(raw):
         return False
+    return nests_too_deep(obj)
+
+
+def may_nest_too_deep(raw: bytes) -> bool:
+    """False when the JSON text `raw` has too few brackets to nest more than MAX_NESTING."""
+    return raw.count(b"{") + raw.count(b"[") > MAX_NESTING
+
+
+def nests_too_deep(obj: Any) -> bool:
+    """Whether the parsed `obj` nests objects and arrays more than MAX_NESTING deep."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         node, depth = stack.pop()

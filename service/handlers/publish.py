@@ -10,7 +10,15 @@ from aiohttp import web
 
 from ..broker import Broker, BrokerUnavailable, KeyReused, PublishOutcomeUnknown
 from ..errors import ApiError
-from ..logs import MAX_NESTING, InvalidLog, inexact_integer, normalize, too_deep
+from ..logs import (
+    MAX_NESTING,
+    InvalidLog,
+    inexact_integer,
+    may_nest_too_deep,
+    nests_too_deep,
+    normalize,
+    utc_now_iso,
+)
 from ..rooms import is_valid_publish_key
 from ..state import STATE
 from .common import authorize, broker_unavailable, check_room, valid_room
@@ -59,13 +67,17 @@ async def publish_logs(request: web.Request) -> web.Response:
         raise ApiError(400, "too_many_logs", f"at most {MAX_BATCH} logs per request")
     encoded: list[bytes] = []
     limit = state.settings.max_message_bytes
+    # Once per request, not per log: the brackets of the whole body (a batch of 100 counted
+    # them 100 times over), and one timestamp for the logs that bring none.
+    suspect = may_nest_too_deep(raw)
+    now = utc_now_iso()
     for index, item in enumerate(batch):
         where = f"[{index}]." if isinstance(body, list) else ""
         try:
-            log: dict[str, Any] = normalize(item)
+            log: dict[str, Any] = normalize(item, now)
         except InvalidLog as exc:
             raise ApiError(400, "invalid_log", f"{where}{exc.field} {exc.detail}") from None
-        if too_deep(log, raw):
+        if suspect and nests_too_deep(log):
             raise ApiError(
                 400,
                 "invalid_log",
