@@ -42,6 +42,7 @@ class Settings:
     redis_cluster_nodes: tuple[tuple[str, int], ...] = ()
     subscribe_mode: Literal["pattern", "rooms"] = "pattern"
     unsubscribe_linger: float = 5.0
+    plain_keepers: int = 2
     publish_replicas: int = 0
     publish_replicas_timeout_ms: int = 200
     redis_pool_size: int = 64
@@ -359,6 +360,13 @@ FIELDS: tuple[FieldSpec, ...] = (
         "unsubscribe_linger",
         _float(0, 3600),
         "seconds a room stays subscribed after its last local stream (SUBSCRIBE_MODE=rooms)",
+    ),
+    FieldSpec(
+        "PLAIN_KEEPERS",
+        "plain_keepers",
+        _int(0, 16),
+        "SUBSCRIBE_MODE=rooms: gateways that PSUBSCRIBE to store plain PUBLISH logs of rooms "
+        "nobody here watches (0: such logs are not stored)",
     ),
     FieldSpec(
         "PUBLISH_REPLICAS",

@@ -2,17 +2,21 @@
 stored "whether or not any stream watches the room" (DESIGN.md, "Plain PUBLISH, replayable").
 
 A per-room subscriber hears only the rooms it has streams of, so a plain log sent to an
-unwatched room would reach no gateway. Up to KEEPERS gateway processes of a deployment hold a
-lease (`roomlogs:plain-keeper:<n>`, `SET NX PX`, renewed by its holder) and, while they hold
-it, keep a `PSUBSCRIBE room:*:logs` on a connection of their own. They drop the service's own
-envelopes at once and store the plain logs with the same claim protocol as every gateway
-(plain.py). A keeper counts copies in a `PlainStore` of its own, apart from the one of its
-per-room connection: each connection hears a channel's messages in Redis' one order, so each is
-one more claimant and a log heard on both is stored once, not counted twice.
+unwatched room would reach no gateway. Up to PLAIN_KEEPERS (2) gateway processes of a
+deployment hold a lease (`roomlogs:plain-keeper:<n>`, `SET NX PX`, renewed by its holder)
+and, while they hold it, keep a `PSUBSCRIBE room:*:logs` on a connection of their own. They
+drop the service's own envelopes at once and store the plain logs with the same claim
+protocol as every gateway (plain.py). A keeper counts copies in a `PlainStore` of its own,
+apart from the one of its per-room connection: each connection hears a channel's messages in
+Redis' one order, so each is one more claimant and a log heard on both is stored once, not
+counted twice.
 
-The cost is Redis' egress to the keepers: every message of every room, KEEPERS times over
-(docs/subscriptions.md weighs it). Two keepers, so that one gateway's crash loses nothing: the
-other keeps storing while the lease expires and another gateway takes the free slot over.
+The cost is Redis' egress to the keepers: every message of every room, PLAIN_KEEPERS times
+over (docs/subscriptions.md weighs it). Two by default, so that one gateway's crash loses
+nothing: the other keeps storing while the lease expires and another gateway takes the free
+slot over. One halves that egress (Redis then sends each log twice whatever the number of
+gateways) and leaves a window of up to LEASE_MS after a keeper's crash; zero stores no plain
+log of an unwatched room (for deployments whose publishers all go through the service).
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from .plain import PlainStore
 
 log = logging.getLogger("service.broker")
 
-KEEPERS: Final = 2
 LEASE_KEY: Final = "roomlogs:plain-keeper:{}"
 LEASE_MS: Final = 10_000  # a crashed keeper's slot is free again after this long
 RENEW_EVERY: Final = LEASE_MS / 3 / 1000  # seconds; also how often a free slot is looked for
@@ -65,8 +68,10 @@ class PlainKeeper:
         store: PlainStore,
         deliver: Deliver,
         secret_known: Callable[[], Awaitable[object]],
+        keepers: int = 2,
     ) -> None:
         self.store = store
+        self._keepers = keepers  # PLAIN_KEEPERS
         self._client = client
         self._keys = keys
         self._deliver = deliver  # plain logs only: validated, then handed to `store`
@@ -114,7 +119,7 @@ class PlainKeeper:
             await asyncio.gather(writer, return_exceptions=True)
 
     async def _acquire(self) -> str | None:
-        for n in range(KEEPERS):
+        for n in range(self._keepers):
             key = LEASE_KEY.format(n)
             if await self._client.set(key, self._token, nx=True, px=LEASE_MS):
                 return key

@@ -120,7 +120,7 @@ class RedisBroker(Broker):
         self._changed = asyncio.Event()
         self._interest = Interest(settings.unsubscribe_linger, self._changed.set)
         self._keeper: PlainKeeper | None = None
-        if self._per_room:
+        if self._per_room and settings.plain_keepers:
             self._keeper = PlainKeeper(
                 self._client,
                 self._keys,
@@ -134,6 +134,7 @@ class RedisBroker(Broker):
                 ),
                 self._keep,
                 self._secret_read.wait,
+                settings.plain_keepers,
             )
         self._sink = self._plain  # where `store_plain` queues (the keeper's store meanwhile)
 

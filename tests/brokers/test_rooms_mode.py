@@ -19,9 +19,9 @@ from redis.asyncio.client import PubSub
 
 from service.broker import BrokerUnavailable, _per_room
 from service.broker import redis as redis_broker
-from service.broker.keeper import KEEPERS
 from service.broker.redis import RedisBroker
 from service.ids import parse_id
+from service.settings import Settings
 from service.state import STATE
 from service.subscriber import Subscriber
 from tests.support.aio import background, poll_until
@@ -251,10 +251,11 @@ async def _keeping(run: Running) -> None:
 async def test_plain_publish_is_stored_once_whether_or_not_a_stream_watches(
     start_broker: StartBroker, own_redis: RedisServer, room: str
 ) -> None:
-    """Two gateways (both keepers: KEEPERS=2), one watching a room: the same plain payload sent
-    many times is that many logs, stored once each, in an unwatched room and in the watched one
-    (heard there by the watcher's room connection and by both keepers)."""
-    assert KEEPERS == 2
+    """Two gateways (both keepers: PLAIN_KEEPERS=2, the default), one watching a room: the same
+    plain payload sent many times is that many logs, stored once each, in an unwatched room
+    and in the watched one (heard there by the watcher's room connection and by both
+    keepers)."""
+    assert Settings().plain_keepers == 2
     one = await _rooms_broker(start_broker, own_redis.url)
     two = await _rooms_broker(start_broker, own_redis.url)
     await _keeping(one)
@@ -329,3 +330,24 @@ async def test_a_stalled_redis_is_left_by_the_probe_and_the_rooms_come_back(
         assert await _channels(client, room) == {f"room:{r}:logs" for r in rooms}
     finally:
         await client.aclose()
+
+
+async def test_plain_keepers_bounds_how_many_gateways_keep(
+    start_broker: StartBroker, own_redis: RedisServer
+) -> None:
+    """PLAIN_KEEPERS=1: of two gateways one holds the lease and the other stays a plain
+    per-room subscriber (Redis sends each log to one keeper); 0: no keeper at all."""
+    one = await _rooms_broker(start_broker, own_redis.url, plain_keepers=1)
+    two = await _rooms_broker(start_broker, own_redis.url, plain_keepers=1)
+    keepers = [_broker(one)._keeper, _broker(two)._keeper]
+    assert all(k is not None for k in keepers)
+    async with asyncio.timeout(10):
+        for k in keepers:
+            assert k is not None
+            await k.settled.wait()
+    assert sorted(k.holding or "" for k in keepers if k is not None) == [
+        "",
+        "roomlogs:plain-keeper:0",
+    ]
+    none = await _rooms_broker(start_broker, own_redis.url, plain_keepers=0)
+    assert _broker(none)._keeper is None
