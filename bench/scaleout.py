@@ -75,13 +75,17 @@ class Gateway(Roomlogs):
     """roomlogs with SUBSCRIBE_MODE set, on one Redis or (seeds given) on the Cluster."""
 
     def __init__(self, redis_url: str, workdir: Path, cpus: str | None, streams: int,
-                 *, source: Path, mode: str, seeds: str = "") -> None:  # fmt: skip
+                 *, source: Path, mode: str, seeds: str = "",
+                 keepers: int | None = None) -> None:  # fmt: skip
         super().__init__(redis_url, workdir, cpus, streams, source=source)
         self.mode = mode
         self.seeds = seeds
+        self.keepers = keepers
 
     def env(self) -> dict[str, str]:
         env = {**super().env(), "SUBSCRIBE_MODE": self.mode}
+        if self.keepers is not None:
+            env["PLAIN_KEEPERS"] = str(self.keepers)
         if self.seeds:  # an empty REDIS_URL reads as unset
             env.update(REDIS_URL="", REDIS_CLUSTER_NODES=self.seeds)
         return env
@@ -102,7 +106,8 @@ class Bench:
         cpus = None if args.server_cpu is None else str(args.server_cpu)
         gateways = [
             Gateway(top.redis_url, args.workdir, cpus, args.rooms * args.per_room,
-                    source=args.source, mode=mode, seeds=top.seeds)
+                    source=args.source, mode=mode, seeds=top.seeds,
+                    keepers=args.plain_keepers)
             for _ in range(count)
         ]  # fmt: skip
         say(f"\n== {c.key}: logs in {shown(args.workdir)}")
@@ -217,6 +222,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--modes", default="pattern,rooms", help="SUBSCRIBE_MODE values to run")
     p.add_argument("--cluster-gateways", default="1,4", help="on the Cluster ('' or 0: skip)")
     p.add_argument("--cluster-mode", default="pattern", choices=MODES)
+    p.add_argument(
+        "--plain-keepers", type=int, default=None, help="PLAIN_KEEPERS of the gateways (default 2)"
+    )
     p.add_argument("--rooms", type=int, default=1000)
     p.add_argument("--per-room", type=int, default=None, help="streams per room (default 2)")
     p.add_argument("--rate", type=float, default=2000.0, help="logs/s, round-robin over rooms")
