@@ -222,17 +222,19 @@ class RedisClusterProcesses:
             if "master" in fields[2] and "fail" not in fields[2]:
                 port = int(fields[1].split("@")[0].split(":")[1])
                 parts = [f.partition("-")[::2] for f in fields[8:] if not f.startswith("[")]
-                ranges[port] = [(int(a), int(b or a)) for a, b in parts]
+                if parts:  # a primary that serves no slot (mid-failover) gets no room
+                    ranges[port] = [(int(a), int(b or a)) for a, b in parts]
+        assert ranges, "no primary serves a slot"
         chosen: dict[int, list[str]] = {port: [] for port in ranges}
-        for i in itertools.count():
+        for i in range(1_000_000):  # ~16,384 slots: a few hundred tries fill each primary
             room = f"cl-{os.getpid()}-{next(_ROOMS)}-{i}"
             slot = key_slot(TAGGED.channel(room).encode())
             for port, spans in ranges.items():
                 if len(chosen[port]) < per_primary and any(a <= slot <= b for a, b in spans):
                     chosen[port].append(room)
             if all(len(v) == per_primary for v in chosen.values()):
-                break
-        return [room for rooms in chosen.values() for room in rooms]
+                return [room for rooms in chosen.values() for room in rooms]
+        raise AssertionError(f"no rooms found for every primary: {ranges}")
 
     def node(self, port: int) -> ClusterNodeProcess:
         return next(n for n in self.nodes if n.port == port)
