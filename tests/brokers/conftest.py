@@ -40,7 +40,9 @@ async def start_broker() -> AsyncIterator[StartBroker]:
         yield start
     finally:
         for broker in started:
-            await broker.close()
+            # Bounded: a close that hangs fails this test, not the whole suite.
+            async with asyncio.timeout(20):
+                await broker.close()
 
 
 @pytest.fixture(params=["memory", "redis", "redis-rooms"])
