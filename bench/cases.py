@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import os
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Final
 
 import orjson
@@ -62,12 +62,20 @@ def parse_cpus(raw: str) -> list[int]:
     return values
 
 
-def parse_systems(raw: str) -> list[str]:
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in SYSTEMS]
-    if unknown or not keys:
-        raise argparse.ArgumentTypeError(f"systems are among {', '.join(SYSTEMS)}")
-    return keys
+def systems_among(known: Collection[str]) -> Callable[[str], list[str]]:
+    """The `--systems` parser of a command whose systems are `known`."""
+
+    def parse(raw: str) -> list[str]:
+        keys = [k.strip() for k in raw.split(",") if k.strip()]
+        unknown = [k for k in keys if k not in known]
+        if unknown or not keys:
+            raise argparse.ArgumentTypeError(f"systems are among {', '.join(known)}")
+        return keys
+
+    return parse
+
+
+parse_systems = systems_among(SYSTEMS)
 
 
 def parse_stream_query(raw: str) -> str:

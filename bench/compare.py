@@ -69,7 +69,7 @@ from .records import Case, Run
 from .report import ORDER, compare_markdown
 from .results import choose_source, utc_stamp, write_result
 from .stepping import Rules
-from .systems import ensure_nchan
+from .systems import without_missing_nchan
 from .targets import targets
 from .verdicts import Cores
 
@@ -336,11 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         say(f"setup failed: {', '.join(missing)} missing: .venv/bin/pip install -e '.[bench]'")
         return 1
-    if "nchan" in args.systems:
-        why = ensure_nchan()
-        if why is not None:
-            say(f"nchan skipped: {why}")
-            args.systems = [k for k in args.systems if k != "nchan"]
+    args.systems = without_missing_nchan(args.systems)
     import uvloop
 
     return uvloop.run(amain(args))

@@ -46,6 +46,7 @@ from service.publisher import Publisher
 from ._common import HOST, RESULTS_DIR, SECRET, SetupError, say, shown
 from ._procs import pin_load_generator, proc_cpu_seconds
 from ._redis import PrivateRedis, flush_redis
+from .cases import systems_among
 from .metering import QuietCores
 from .pipes import HttpPipe, Load, Make, Options, RespPipe, Target, closed_loop, open_loop
 from .publishers import LogFactory, NchanFeed, ScriptFeed, resp
@@ -63,7 +64,7 @@ from .report_publish import (
     markdown,
 )
 from .results import utc_stamp, write_result
-from .systems import Minimal, Nchan, Roomlogs, System, ensure_nchan
+from .systems import Minimal, Nchan, Roomlogs, System, without_missing_nchan
 
 # -- the requests -------------------------------------------------------------------------------
 
@@ -315,21 +316,13 @@ class Bench:
 SYSTEM_KEYS: Final = ("roomlogs", "minimal", "nchan", "redis")
 
 
-def parse_systems(text: str) -> list[str]:
-    keys = [k.strip() for k in text.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in SYSTEM_KEYS]
-    if unknown or not keys:
-        raise argparse.ArgumentTypeError(f"among {','.join(SYSTEM_KEYS)}: not {unknown}")
-    return keys
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.publish", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     p.add_argument("--quick", action="store_true", help="shorter phases: ~2 minutes")
     p.add_argument(
-        "--systems", type=parse_systems, default=list(SYSTEM_KEYS),
+        "--systems", type=systems_among(SYSTEM_KEYS), default=list(SYSTEM_KEYS),
         help="comma-separated, among " + ",".join(SYSTEM_KEYS),
     )  # fmt: skip
     p.add_argument("--conns", type=int, default=16, help="keep-alive connections")
@@ -394,11 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         say(f"setup failed: {problem}")
         return 1
-    if "nchan" in args.systems:
-        why = ensure_nchan()
-        if why is not None:
-            say(f"nchan skipped: {why}")
-            args.systems = [k for k in args.systems if k != "nchan"]
+    args.systems = without_missing_nchan(args.systems)
     import uvloop
 
     return uvloop.run(amain(args))

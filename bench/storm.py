@@ -49,13 +49,14 @@ from service.auth import mint_token
 from ._common import HOST, RESULTS_DIR, SECRET, SetupError, say, shown
 from ._procs import established_inodes, pin_load_generator, raise_nofile
 from ._redis import PrivateRedis, flush_redis
+from .cases import systems_among
 from .metering import QuietCores, UsageMeter
 from .profile import _py_spy, summarise
 from .publishers import Feed, LogFactory
 from .reader import Framing, KeepingStream, Pool, Recorder, Stream, check_framing
 from .report_storm import StormRun, SystemRun, markdown
 from .results import utc_stamp, write_result
-from .systems import Minimal, Nchan, Roomlogs, System, ensure_nchan
+from .systems import Minimal, Nchan, Roomlogs, System, without_missing_nchan
 
 SYSTEM_KEYS: Final = ("roomlogs", "minimal", "nchan")
 RESUMES: Final = frozenset({"roomlogs", "nchan"})  # the systems that take Last-Event-ID
@@ -454,21 +455,13 @@ class StormBench:
 # -- the command --------------------------------------------------------------------------------
 
 
-def parse_systems(text: str) -> list[str]:
-    keys = [k.strip() for k in text.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in SYSTEM_KEYS]
-    if unknown or not keys:
-        raise argparse.ArgumentTypeError(f"among {','.join(SYSTEM_KEYS)}: not {unknown}")
-    return keys
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.storm", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     p.add_argument("--quick", action="store_true", help="one storm per system: ~2 minutes")
     p.add_argument(
-        "--systems", type=parse_systems, default=list(SYSTEM_KEYS),
+        "--systems", type=systems_among(SYSTEM_KEYS), default=list(SYSTEM_KEYS),
         help="comma-separated, among " + ",".join(SYSTEM_KEYS),
     )  # fmt: skip
     p.add_argument("--streams", type=int, default=10000, help="streams reconnecting at once")
@@ -533,11 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if raise_nofile(needed) < args.streams + 1024:
         say(f"setup failed: the open file limit is below {needed}")
         return 1
-    if "nchan" in args.systems:
-        why = ensure_nchan()
-        if why is not None:
-            say(f"nchan skipped: {why}")
-            args.systems = [k for k in args.systems if k != "nchan"]
+    args.systems = without_missing_nchan(args.systems)
     import uvloop
 
     return uvloop.run(amain(args))

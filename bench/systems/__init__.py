@@ -14,7 +14,7 @@ from typing import Final
 
 from .base import System
 from .minimal import Minimal
-from .nchan import Nchan, ensure_nchan
+from .nchan import Nchan, ensure_nchan, without_missing_nchan
 from .roomlogs import Roomlogs
 from .tutorial import Tutorial
 
@@ -22,4 +22,13 @@ SYSTEMS: Final[dict[str, type[System]]] = {
     cls.key: cls for cls in (Roomlogs, Minimal, Tutorial, Nchan)
 }
 
-__all__ = ["SYSTEMS", "Minimal", "Nchan", "Roomlogs", "System", "Tutorial", "ensure_nchan"]
+__all__ = [
+    "SYSTEMS",
+    "Minimal",
+    "Nchan",
+    "Roomlogs",
+    "System",
+    "Tutorial",
+    "ensure_nchan",
+    "without_missing_nchan",
+]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,6 +94,17 @@ class Nchan(System):
         path.write_text(self.config())
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         return [nginx, "-c", str(path), "-p", str(self.workdir / f"nginx-{self.port}")]
+
+
+def without_missing_nchan(systems: list[str]) -> list[str]:
+    """`systems` without nchan when it cannot be had (said on stderr), as each command runs."""
+    if "nchan" not in systems:
+        return systems
+    why = ensure_nchan()
+    if why is None:
+        return systems
+    print(f"nchan skipped: {why}", file=sys.stderr, flush=True)
+    return [k for k in systems if k != "nchan"]
 
 
 def ensure_nchan() -> str | None:
