@@ -44,6 +44,11 @@ class TopologyMoved(Exception):
     failover demoted it, or the slot migrated). Every room here is placed again."""
 
 
+class NotPrimary(Exception):
+    """The slot map named a node that is a replica now (read from a node not yet told of a
+    failover): nothing is subscribed there, and the map is read again."""
+
+
 class SessionOwner(Protocol):
     """What a session reports (the Cluster broker implements it)."""
 
@@ -141,6 +146,8 @@ class Session:
         try:
             # Connected before the writer starts: one task makes the connection.
             await pubsub.connect()  # type: ignore[no-untyped-call]
+            if self.kind == "shard":
+                await self._check_primary(pubsub)
             _batch_read.announce(pubsub)
             writer = asyncio.create_task(self._write(pubsub))
             reader = asyncio.create_task(self._read(pubsub))
@@ -165,6 +172,21 @@ class Session:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(Exception):
                 await self._client.aclose()
+
+    async def _check_primary(self, pubsub: PubSub) -> None:
+        """Refuse to subscribe on a node that is not a primary (now), before the first
+        SSUBSCRIBE: a replica accepts one for its primary's slots, but the slot map that named
+        it was read from a node that had not yet heard of a failover, and a replica just
+        demoted is not yet counted in its new primary's shard, so it may miss the sharded
+        messages published meanwhile (and nothing would push a `sunsubscribe` for them: the
+        demotion that pushes it is over). The session then ends; the map is read again."""
+        connection = pubsub.connection
+        assert connection is not None  # connected just before
+        await connection.send_command("ROLE")
+        reply = await connection.read_response()
+        role = reply[0] if isinstance(reply, list) and reply else reply
+        if role not in (b"master", "master"):
+            raise NotPrimary(f"{self.name} is not a primary (ROLE: {role!r}); stale slot map")
 
     async def _write(self, pubsub: PubSub) -> None:
         while True:

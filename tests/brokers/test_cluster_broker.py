@@ -19,6 +19,8 @@ from redis.crc import key_slot
 from service.broker import BrokerState, BrokerUnavailable, PublishOutcomeUnknown, Window
 from service.broker import cluster as cluster_broker
 from service.broker.cluster import ClusterBroker
+from service.broker.cluster_reader import NotPrimary, Session
+from service.broker.cluster_slots import SlotMap
 from service.broker.keys import TAGGED
 from service.broker.script import Published
 from tests.brokers.test_contract import (
@@ -441,3 +443,52 @@ async def test_an_ssubscribe_answered_moved_is_placed_on_the_new_owner(
     assert any("MovedError" in r.getMessage() for r in caplog.records), "not the MOVED path"
     ids = await broker.publish(room, logs(2))
     assert [e.last_event_id for e in await receive(sub, 2)] == ids
+
+
+class _Recorder:
+    """A `cluster_reader.SessionOwner` that keeps what a session reports."""
+
+    def __init__(self) -> None:
+        self.lost: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        self.live = False
+
+    def on_messages(self, batch: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    def session_live(self, session: Session) -> None:
+        self.live = True
+
+    async def room_confirmed(self, session: Session, room: str) -> None:
+        pass
+
+    def room_ended(self, session: Session, room: str, *, asked: bool) -> None:
+        pass
+
+    def session_lost(self, session: Session, exc: BaseException) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def test_a_shard_session_on_a_replica_subscribes_nothing(
+    cluster: RedisClusterProcesses,
+) -> None:
+    """A slot map read from a node not yet told of a failover names the demoted primary: a
+    replica would accept the SSUBSCRIBEs for its primary's slots, and miss what is published
+    while its new primary does not count it in the shard yet. The session asks ROLE first and
+    ends (the broker reads the map again) with nothing subscribed there."""
+    primary = cluster.primaries()[0]
+    replica = cluster.replica_of(primary)
+    slots = SlotMap()
+    slots.owners = {slot: ("127.0.0.1", primary.port) for slot in range(16384)}
+    marker = slots.marker(("127.0.0.1", primary.port))
+    owner = _Recorder()
+    client = aioredis.Redis(port=replica.port, protocol=2)
+    session = Session(("127.0.0.1", replica.port), client, "shard", marker, TAGGED, owner)
+    try:
+        async with asyncio.timeout(10):
+            exc = await owner.lost
+    finally:
+        await session.close()
+    assert isinstance(exc, NotPrimary), exc
+    assert not owner.live
+    assert replica.cli("PUBSUB", "SHARDNUMSUB", marker).split() == [marker, "0"]

@@ -139,7 +139,19 @@ async def _traffic(
                     for f in fs
                 )
 
-            await poll_until(complete, timeout=20)
+            try:
+                await poll_until(complete, timeout=20)
+            except TimeoutError:
+                missing = {
+                    room: sorted(set(run.acked[room]) - set(f.messages()))[:5]
+                    for room, fs in followers.items()
+                    for f in fs
+                    if not set(run.acked[room]) <= set(f.messages())
+                }
+                raise AssertionError(
+                    f"acknowledged logs never delivered: {missing}\n"
+                    f"gateway log:\n{gateway.output()[-6000:]}"
+                ) from None
         finally:
             stop.set()
             for task in [*reading, *tasks]:
