@@ -25,7 +25,7 @@ from typing import Final
 from redis.crc import key_slot
 
 from service.broker.keys import TAGGED
-from tests.support.servers import redis_server_binary
+from tests.support.servers import free_port, redis_server_binary
 
 NODES: Final = 6
 READY_TIMEOUT: Final = 20.0
@@ -34,19 +34,7 @@ _ROOMS: Final = itertools.count()
 
 def _free_port_pair() -> int:
     """A free port p whose bus port p+10000 is free too (redis' default bus offset)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
+    return free_port(span=10000)
 
 
 @dataclass
