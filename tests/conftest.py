@@ -14,6 +14,7 @@ import pytest
 
 from service.app import create_app
 from service.state import STATE
+from tests.support.cluster import cluster  # noqa: F401 - the fixture: a cluster per test module
 from tests.support.factories import (
     SECRET,
     Client,

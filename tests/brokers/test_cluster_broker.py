@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -45,16 +45,6 @@ __all__ = [
 ]
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterProcesses]:
-    processes = RedisClusterProcesses()
-    try:
-        processes.start()
-        yield processes
-    finally:
-        processes.stop()
 
 
 @pytest.fixture

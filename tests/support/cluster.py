@@ -18,10 +18,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import pytest
 from redis.crc import key_slot
 
 from service.broker.keys import TAGGED
@@ -252,3 +254,15 @@ def _pings(port: int) -> bool:
 def _synced(node: ClusterNodeProcess) -> bool:
     info = node.info("replication")
     return info["role"] == "master" or info.get("master_link_status") == "up"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterProcesses]:
+    """A six-node cluster of the importing test module's own (a module imports this name to
+    use it): one module's failovers and slot moves never reach another's."""
+    processes = RedisClusterProcesses()
+    try:
+        processes.start()
+        yield processes
+    finally:
+        processes.stop()

@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -34,16 +34,6 @@ pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 PER_ROOM = 2  # streams per room
 INTERVAL = 0.05  # seconds between one publisher's logs
 RETRYABLE = {502, 503, 504}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterProcesses]:
-    processes = RedisClusterProcesses()
-    try:
-        processes.start()
-        yield processes
-    finally:
-        processes.stop()
 
 
 @pytest.fixture
