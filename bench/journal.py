@@ -11,6 +11,10 @@ committed entry, `bench/journal/<started>-<benchmark>.json`, with a title and a 
 the run was for. An entry can also be written by hand from numbers published elsewhere (the
 older README runs are): any field left out reads as not measured.
 
+The commands whose results are not `Run` records (bench.plain, bench.publish, bench.storm,
+bench.scaleout, bench.multiroom: `KINDS`) keep their own records, and their tables are drawn
+by their own report functions, from the entry as from the result.
+
 The page has a history table (one line per `bench.compare` run: issue 4's ratios) and, per
 entry, newest first, the tables the command printed.
 """
@@ -20,13 +24,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
+from . import multiroom, report_publish, report_scaleout, report_storm
 from ._common import MISSING, ROOT, fmt, shown
 from .records import Case, Run, find_run
 from .report import compare_markdown, fanout_markdown, table
@@ -52,10 +57,13 @@ STEP_KEEPS: Final = (
 CONFIG_KEEPS: Final = (
     "quick", "systems", "streams", "rooms", "idle", "workers_pin", "workers_cpus",
     "step_seconds", "max_steps", "stream_query", "key_streams", "rev", "rev_commit", "publish",
-    "rate", "seconds", "gateways",
+    "rate", "seconds", "gateways", "rounds", "conns", "depth", "cases",
 )  # fmt: skip
-# What an entry keeps of the other commands' results (bench.plain's phases, in full: small).
-EXTRA_KEEPS: Final = ("pinning", "phases", "problems")
+# A multi-room phase keeps what the tables read (its cores, lag, counts are in the result file).
+MULTIROOM_STEP_KEEPS: Final = (
+    "achieved", "delivered", "server_cpu_us_per_delivery", "server_core", "reads_per_delivery",
+    "latency", "other_server_core", "other_client_core",
+)  # fmt: skip
 ENVIRONMENT_KEEPS: Final = (
     "python", "kernel", "cpu", "cpus", "uvloop", "aiohttp", "redis_server", "git_commit",
     "work_tree_service_dirty",
@@ -71,6 +79,63 @@ def _rounded(value: Any) -> Any:
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value
+
+
+def _phase(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if raw is None else {k: raw[k] for k in MULTIROOM_STEP_KEEPS if k in raw}
+
+
+def _multiroom_trimmed(kept: dict[str, Any]) -> dict[str, Any]:
+    """Each side of each case with its phases cut to what the tables read."""
+    cases = [
+        {
+            **case,
+            "sides": [
+                {**side, "steps": [_phase(s) for s in side.get("steps", [])],
+                 "profile_step": _phase(side.get("profile_step"))}
+                for side in case.get("sides", [])
+            ],
+        }
+        for case in kept.get("cases", [])
+    ]  # fmt: skip
+    return {**kept, "cases": cases}
+
+
+def _whole(kept: dict[str, Any]) -> dict[str, Any]:
+    return kept
+
+
+def _scaleout(doc: dict[str, Any]) -> str:
+    text = report_scaleout.markdown(report_scaleout.configs_of(doc), doc.get("pinning", "?"))
+    skipped = doc.get("cluster_skipped")  # what the command prints under the tables
+    return text + (f"\n\nRedis Cluster: not run ({skipped})." if skipped else "")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A command whose result is not `Run` records: what an entry keeps of its result (whole
+    keys, then trimmed), and its own report function, which draws the tables from the entry as
+    from the result."""
+
+    keeps: tuple[str, ...]
+    tables: Callable[[dict[str, Any]], str]
+    trim: Callable[[dict[str, Any]], dict[str, Any]] = _whole
+
+
+KINDS: Final = {
+    "plain": Kind(
+        ("pinning", "phases", "problems"),
+        lambda doc: plain_markdown(phases_of(doc), doc.get("pinning", "?")),
+    ),
+    # `goals` is left out: report_publish.goals derives it from the loads.
+    "publish": Kind(
+        ("loads", "latency", "publisher", "notes"),
+        lambda doc: report_publish.markdown(report_publish.report_of(doc)),
+    ),
+    "storm": Kind(("systems",), lambda doc: report_storm.markdown(report_storm.runs_of(doc))),
+    "scaleout": Kind(("pinning", "configs", "cluster_skipped"), _scaleout),
+    "multiroom": Kind(("pinning", "cases"), multiroom.report_of, _multiroom_trimmed),
+}
 
 
 def entry_of(doc: dict[str, Any], *, title: str, note: str, source: str) -> dict[str, Any]:
@@ -102,11 +167,18 @@ def entry_of(doc: dict[str, Any], *, title: str, note: str, source: str) -> dict
             "command": doc.get("command", ""),
             "config": {k: config[k] for k in CONFIG_KEEPS if k in config},
             "environment": {k: environment[k] for k in ENVIRONMENT_KEEPS if k in environment},
-            **{k: doc[k] for k in EXTRA_KEEPS if k in doc},
+            **_extras(doc),
             "runs": runs,
         }
     )
     return entry
+
+
+def _extras(doc: dict[str, Any]) -> dict[str, Any]:
+    kind = KINDS.get(doc["benchmark"])
+    if kind is None:
+        return {}
+    return kind.trim({k: doc[k] for k in kind.keeps if k in doc})
 
 
 def add(result: Path, title: str, note: str, into: Path = JOURNAL_DIR) -> Path:
@@ -269,9 +341,8 @@ def section(e: Entry) -> list[str]:
     out += ["; ".join(facts) + ".", ""]
     if doc.get("note"):
         out += [doc["note"], ""]
-    if doc["benchmark"] == "plain":
-        text = plain_markdown(phases_of(doc), doc.get("pinning", "?"))
-        return [*out, text.replace("### ", "#### "), ""]
+    if kind := KINDS.get(doc["benchmark"]):
+        return [*out, kind.tables(doc).replace("### ", "#### "), ""]
     if not e.runs:
         return out
     if doc["benchmark"] == "fanout":

@@ -41,7 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol
 
 from service.auth import mint_token
 from service.sse import Event
@@ -54,7 +54,7 @@ from .profile import _py_spy, summarise
 from .publishers import LogFactory, ScriptFeed, owed
 from .reader import KeepingStream, Pool, Recorder, check_framing, events_of
 from .records import Step
-from .results import choose_source, utc_stamp, write_result
+from .results import choose_source, record_of, step_of, utc_stamp, write_result
 from .stepping import Rig, Rules
 from .systems import Roomlogs
 from .verdicts import Cores
@@ -496,7 +496,27 @@ def _us(m: Measured) -> str:
     )
 
 
-def markdown(pairs: Sequence[Pair], measured: Sequence[tuple[Measured, Measured]],
+class Titled(Protocol):
+    """What the report reads of a case: a `Pair` as run, or a `Recorded` one read back."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def note(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A case as its result JSON (or a journal entry) has it, without its room layout."""
+
+    name: str
+    title: str
+    note: str = ""
+
+
+def markdown(pairs: Sequence[Titled], measured: Sequence[tuple[Measured, Measured]],
              args: argparse.Namespace) -> str:  # fmt: skip
     lines = [
         f"### Multi-room against one-room streams ({args.seconds:g} s x {args.rounds} phases "
@@ -553,6 +573,25 @@ def markdown(pairs: Sequence[Pair], measured: Sequence[tuple[Measured, Measured]
                 )
                 lines += ["", f"#### py-spy, case {m.case} {m.kind} (gateway{cost})", "", m.profile]
     return "\n".join(lines)
+
+
+def measured_of(raw: dict[str, Any]) -> Measured:
+    m = record_of(Measured, raw)
+    m.steps = [s for s in map(step_of, raw.get("steps", [])) if s is not None]
+    m.profile_step = step_of(raw.get("profile_step"))
+    return m
+
+
+def report_of(doc: dict[str, Any]) -> str:
+    """The Markdown of a result JSON (or a journal entry), as the run printed it."""
+    heads, measured = [], []
+    for case in doc.get("cases", []):
+        heads.append(Recorded(case["case"], case["title"], case.get("note", "")))
+        multi, one = (measured_of(side) for side in case["sides"])
+        measured.append((multi, one))
+    config = doc.get("config", {})
+    args = argparse.Namespace(seconds=config.get("seconds", math.nan), rounds=config.get("rounds"))
+    return markdown(heads, measured, args)
 
 
 # -- the command ------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ._common import fmt
 from .pipes import Load
+from .results import record_of
 
 BATCH: Final = 100  # logs in one batch POST: the service's limit per request
 HEALTHZ: Final = "GET /healthz"
@@ -149,3 +150,13 @@ def markdown(report: Report) -> str:
     if report.notes:
         out += ["", *[f"- {n}" for n in report.notes]]
     return "\n".join(out)
+
+
+def report_of(doc: dict[str, Any]) -> Report:
+    """The report back from a result JSON (or a journal entry): what `markdown` reads."""
+    return Report(
+        loads=[record_of(Load, x) for x in doc.get("loads", [])],
+        latency=[record_of(Load, x) for x in doc.get("latency", [])],
+        publisher=[record_of(PublisherRun, p) for p in doc.get("publisher", [])],
+        notes=list(doc.get("notes", [])),
+    )

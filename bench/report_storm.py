@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ._common import MISSING, fmt
+from .results import record_of
 
 GOAL_HANDSHAKES: Final = 5000.0  # per second, on one core, with auth and resume
 GOAL_KIB: Final = 1.2  # per idle stream
@@ -120,7 +122,8 @@ def markdown(runs: Sequence[SystemRun]) -> str:
         theirs = other.handshakes_s if other else None
         return None if rate is None or not theirs else rate / theirs
 
-    kib = ours.rss_per_stream_kib if ours else None
+    # NaN when roomlogs failed before its streams were open: not measured, not a miss.
+    kib = ours.rss_per_stream_kib if ours and not math.isnan(ours.rss_per_stream_kib) else None
     rows = [
         ("roomlogs handshakes/s, auth + resume, one core", fmt(rate, ",.0f"), "≥ 5,000/s",
          None if rate is None else rate >= GOAL_HANDSHAKES),
@@ -143,3 +146,13 @@ def markdown(runs: Sequence[SystemRun]) -> str:
     if notes:
         out += ["", *[f"- {n}" for n in notes]]
     return "\n".join(out)
+
+
+def runs_of(doc: dict[str, Any]) -> list[SystemRun]:
+    """The systems' runs back from a result JSON (or a journal entry): what `markdown` reads."""
+    runs = []
+    for raw in doc.get("systems", []):
+        run = record_of(SystemRun, raw)
+        run.storms = [record_of(StormRun, s) for s in raw.get("storms", [])]
+        runs.append(run)
+    return runs

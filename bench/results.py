@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import math
 import os
@@ -16,13 +17,18 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import orjson
 
 from ._common import ROOT, SetupError, say
 from .records import Latency, Run, Step
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
 
 SKIPPED = ("started", "workdir")  # the timestamp (a key of its own) and a run-local path
 
@@ -100,7 +106,7 @@ _STEP_COUNTS = {"sent": 0, "expected": 0, "delivered": 0, "dead_streams": 0}
 _RUN_FLOATS = {"connect_s", "rss_per_stream_kib", "idle_server_core", "latency_rate_logs"}
 
 
-def _step(raw: dict[str, Any] | None) -> Step | None:
+def step_of(raw: dict[str, Any] | None) -> Step | None:
     """A step of a result, or of a journal entry, whose steps keep only what the tables read
     (a field that is not there was not kept: a count of 0, a share not measured)."""
     if raw is None:
@@ -115,6 +121,18 @@ def _step(raw: dict[str, Any] | None) -> Step | None:
     return Step(**fields)
 
 
+def record_of(cls: type[R], raw: dict[str, Any]) -> R:
+    """A flat record of a result back from its JSON: null as NaN in a float field (json_safe
+    wrote NaN as null), a field the file does not have at its default (an older result, or an
+    entry that did not keep it). Nested records are the caller's to read back."""
+    known = {f.name: f.type for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in raw.items() if k in known}
+    for k, v in values.items():
+        if v is None and known[k] in ("float", float):  # a string under postponed annotations
+            values[k] = math.nan
+    return cls(**values)
+
+
 def load_runs(doc: dict[str, Any]) -> list[Run]:
     """The records of a result JSON, back as `Run`s (also the older fanout files, whose runs
     were `tiers` without a case or a system)."""
@@ -127,9 +145,9 @@ def load_runs(doc: dict[str, Any]) -> list[Run]:
             fields["counters"] = raw.get("server_counters", {})
         for k in _RUN_FLOATS:
             fields[k] = _nan(fields.get(k))
-        fields["steps"] = [_step(s) for s in raw.get("steps", [])]
+        fields["steps"] = [step_of(s) for s in raw.get("steps", [])]
         for k in ("max_sustained", "first_failure", "latency_step"):
-            fields[k] = _step(raw.get(k))
+            fields[k] = step_of(raw.get(k))
         fields["redis_floor"] = _latency(raw.get("redis_floor"))
         out.append(Run(**fields))
     return out
