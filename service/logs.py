@@ -118,6 +118,20 @@ def may_nest_too_deep(raw: bytes) -> bool:
     return raw.count(b"{") + raw.count(b"[") > MAX_NESTING
 
 
+# Every byte but the brackets that open a level and the newline that joins encodings: what
+# `any_may_nest_too_deep` deletes.
+_NOT_OPENINGS: Final = bytes(b for b in range(256) if b not in b"{[\n")
+
+
+def any_may_nest_too_deep(encoded: list[bytes]) -> bool:
+    """False when none of the JSON encodings (one line each) has more than MAX_NESTING
+    opening brackets, so none nests deeper: one pass over a batch's bytes, not one per log."""
+    openings = b"\n".join(encoded).translate(None, _NOT_OPENINGS)
+    if len(openings) - len(encoded) + 1 <= MAX_NESTING:
+        return False
+    return max(map(len, openings.split(b"\n"))) > MAX_NESTING
+
+
 def nests_too_deep(obj: Any) -> bool:
     """Whether the parsed `obj` nests objects and arrays more than MAX_NESTING deep."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
