@@ -92,3 +92,25 @@ async def test_history_serves_a_stored_log_that_orjson_could_not_encode_again(
     assert [log["id"] for log in body["logs"]] == [stream_id]
     assert body["logs"][0]["message"] == "log 1"
     assert body["next"] is None
+
+
+async def test_a_full_batch_nested_to_the_limit_is_stored_and_one_past_it_is_named(
+    make_client: MakeClient, room: str
+) -> None:
+    """100 logs have more brackets than the limit between them, none too deep on its own; the
+    one too deep is named by its index, also past orjson's own limit of 254 levels."""
+    client = await make_client()
+    url = f"/api/v1/rooms/{room}/logs"
+    r = await client.post(url, json=[nested(64) for _ in range(100)], headers=auth())
+    assert r.status == 202, await r.text()
+    assert r.content_type == "application/json"
+    assert len((await r.json())["ids"]) == 100
+    for depth in (65, 255):
+        batch = [nested(64) for _ in range(99)] + [nested(depth)]
+        r = await client.post(url, json=batch, headers=auth())
+        assert r.status == 400
+        body = await r.json()
+        assert body == {
+            "error": "invalid_log",
+            "detail": "[99].nests objects and arrays more than 64 deep",
+        }

@@ -73,3 +73,16 @@ async def test_counts_take_ascii_digits_only(make_client: MakeClient, room: str,
     r = await client.get(f"/api/v1/rooms/{room}/logs", params={"history": raw}, headers=auth())
     assert r.status == 400
     assert (await r.json())["error"] == "invalid_history"
+
+
+async def test_an_integer_beyond_64_bits_in_the_last_log_of_a_full_batch_is_refused(
+    make_client: MakeClient, room: str
+) -> None:
+    client = await make_client()
+    log = b'{"agentType":"a","level":"info","message":"m","metadata":{"n":%d}}'
+    body = b"[" + b",".join([log % 1] * 99 + [log % BIG]) + b"]"
+    r = await client.post(f"/api/v1/rooms/{room}/logs", data=body, headers=auth())
+    assert r.status == 400
+    error = await r.json()
+    assert error["error"] == "invalid_json"
+    assert error["detail"].startswith(f"the integer {str(BIG)[:24]}… is beyond 64 bits")
