@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -496,7 +496,7 @@ class RedisBroker(Broker):
     ) -> Published:
         # The nonce is the same in every attempt: a resend replays, stores nothing.
         return await self._store(
-            room, logs, resend_safe=True, key=key, seen=seen, nonce=uuid.uuid4().hex
+            room, logs, resend_safe=True, key=key, seen=seen, nonce=os.urandom(16).hex()
         )
 
     async def _store(
