@@ -27,9 +27,16 @@ def redact(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    _second = -1
+    _stamp = ""  # the current second, as `isoformat` writes it up to the milliseconds
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # once a second, not once a line (an access line each)
+            self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": f"{self._stamp}.{int(record.msecs):03d}+00:00",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
