@@ -5,10 +5,14 @@ connection taken and health-checked, a timeout armed, the reply read): ~4x what 
 command costs inside a pipeline. Concurrent POSTs are many small publishes, so every call made
 during one loop turn is queued, and the turn after sends them together, on one connection, as
 one `EVALSHA` each: Redis runs them in that order (one room's order is the order of its calls),
-and each call is answered on its own: its ids, or its own error reply
-(IDEMPOTENCY_KEY_REUSED, a refusal). A failure of the pipeline itself (a lost connection, a
-timeout, no connection to be had) is raised to every call of it, and the broker's `_call`
-decides for each, as for a lone command, whether it surely did not run.
+and each call is answered on its own, as soon as its reply is read: its ids, or its own error
+reply (IDEMPOTENCY_KEY_REUSED, a refusal). A failure of the pipeline itself (a lost connection,
+a timeout, no connection to be had) is raised to every call not answered yet, and the broker's
+`_call` decides for each, as for a lone command, whether it surely did not run.
+
+The replies are read with redis-py's connection API (`pack_commands`, `send_packed_command`,
+`read_response`, as its `Pipeline` does) rather than a `Pipeline`, which reads every reply
+before answering any and adds its own Python per command (~15 % more CPU per call, measured).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .script import ScriptRunner
 
@@ -80,39 +84,59 @@ class ScriptBatcher:
 
     async def _run(self, calls: list[_Call]) -> None:
         try:
-            replies = await self._pipeline(calls)
-            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            missing = await self._pipeline(calls)
             if missing:
                 # Redis lost its scripts (a restart, SCRIPT FLUSH): NOSCRIPT ran nothing, so
                 # those calls are sent again once the script is loaded, as AsyncScript does.
                 self._script.sha = await self._client.script_load(self._script.script)
-                again = await self._pipeline([calls[i] for i in missing])
-                for i, reply in zip(missing, again, strict=True):
-                    replies[i] = reply
+                for call, reply in await self._pipeline(missing, last=True):
+                    _answer(call, reply)
         except Exception as exc:
             for call in calls:
                 if not call.future.done():
                     call.future.set_result((None, exc, True))
-            return
         except BaseException:  # cancelled (the loop is closing): so are the calls
             for call in calls:
                 call.future.cancel()
             raise
-        for call, reply in zip(calls, replies, strict=True):
-            if call.future.done():
-                continue  # its request was cancelled (the client left): the log is stored
-            if isinstance(reply, Exception):
-                call.future.set_result((None, reply, False))
-            else:
-                call.future.set_result((reply, None, False))
 
-    async def _pipeline(self, calls: list[_Call]) -> list[Any]:
-        sha = self._script.sha
-        async with self._client.pipeline(transaction=False) as pipe:
+    async def _pipeline(self, calls: list[_Call], *, last: bool = False) -> list[Any]:
+        """Send `calls` at once on one pooled connection and answer each as its reply is read
+        (the first need not wait for Redis to run the last); returns the NOSCRIPT ones, or with
+        `last`, (call, reply) for them. redis-py's `Pipeline` would read every reply first."""
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            sha = self._script.sha
+            await conn.send_packed_command(
+                conn.pack_commands([("EVALSHA", sha, *call.args) for call in calls])
+            )
+            missing: list[Any] = []
             for call in calls:
-                pipe.evalsha(sha, *call.args)
-            # Error replies come back in their places, as exceptions, not raised.
-            return await pipe.execute(raise_on_error=False)
+                try:
+                    reply = await conn.read_response()
+                except ResponseError as exc:  # an error reply: this call's own
+                    reply = exc
+                if isinstance(reply, NoScriptError):
+                    missing.append((call, reply) if last else call)
+                else:
+                    _answer(call, reply)
+            return missing
+        except BaseException:
+            # Replies left unread would answer the connection's next user: it goes.
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
+
+def _answer(call: _Call, reply: Any) -> None:
+    if call.future.done():
+        return  # its request was cancelled (the client left): the log is stored all the same
+    if isinstance(reply, Exception):
+        call.future.set_result((None, reply, False))
+    else:
+        call.future.set_result((reply, None, False))
 
 
 def _own(exc: Exception) -> Exception:
