@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -17,7 +17,8 @@ def request_id(request: web.Request) -> str:
     rid = request.get(REQUEST_ID_KEY)
     if rid is None:
         given = request.headers.get("X-Request-Id", "")
-        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # 32 random hex digits, as uuid4().hex but without building a UUID (half the time).
+        rid = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
         request[REQUEST_ID_KEY] = rid
     return rid
 

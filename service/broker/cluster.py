@@ -79,6 +79,7 @@ class ClusterBroker(RedisBroker):
     publish_script = SHARDED_PUBLISH_SCRIPT
     plain_script = SHARDED_PLAIN_SCRIPT
     permissions_script = SHARDED_PERMISSIONS_SCRIPT
+    coalesce = False  # each publish its own call: redis-py's cluster pipeline refuses evalsha()
     # A plain log's store is retried through a failover too, whatever redis-py's cluster
     # client raises meanwhile (its claim makes a resend harmless; given up after RETRY_FOR).
     transient_errors = (Exception,)

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, ClassVar, Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -42,6 +41,7 @@ from .base import (
     PublishOutcomeUnknown,
     Window,
 )
+from .coalesce import script_runner
 from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
 from .interest import Interest
 from .keeper import PlainKeeper
@@ -54,6 +54,7 @@ from .script import (
     PLAIN_SCRIPT,
     PUBLISH_SCRIPT,
     Published,
+    ScriptRunner,
     store_and_publish,
 )
 from .sentinel import SentinelLink
@@ -85,6 +86,7 @@ class RedisBroker(Broker):
     permissions_script: ClassVar[str] = PERMISSIONS_SCRIPT
     # Errors after which a plain log's store is retried (the claims make a resend harmless).
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = CONNECTION_ERRORS
+    coalesce: ClassVar[bool] = True  # a loop turn's publishes in one pipeline (coalesce.py)
 
     def __init__(self, settings: Settings, events: BrokerEvents) -> None:
         super().__init__(events)
@@ -98,7 +100,7 @@ class RedisBroker(Broker):
         self._client_cert = settings.redis_tls_cert_file is not None
         self._sentinel: SentinelLink | None = None  # set by `_make_client` with Sentinel
         self._client: aioredis.Redis = self._make_client(settings)
-        self._script = self._client.register_script(self.publish_script)
+        self._script = script_runner(self._client, self.publish_script, batched=self.coalesce)
         self._permissions = self._client.register_script(self.permissions_script)
         self._plain = PlainStore(
             self._client,
@@ -494,7 +496,7 @@ class RedisBroker(Broker):
     ) -> Published:
         # The nonce is the same in every attempt: a resend replays, stores nothing.
         return await self._store(
-            room, logs, resend_safe=True, key=key, seen=seen, nonce=uuid.uuid4().hex
+            room, logs, resend_safe=True, key=key, seen=seen, nonce=os.urandom(16).hex()
         )
 
     async def _store(
@@ -509,7 +511,7 @@ class RedisBroker(Broker):
     ) -> Published:
         secret = self._secret()
 
-        async def run(script: AsyncScript) -> Published:
+        async def run(script: ScriptRunner) -> Published:
             return await store_and_publish(
                 script,
                 room,

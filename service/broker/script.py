@@ -10,11 +10,10 @@ own publishes run `PUBLISH_SCRIPT`; a plain `PUBLISH` that a gateway received is
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from .keys import PLAIN, KeySpace
@@ -135,12 +134,19 @@ class Published:
     replayed: bool  # the key had been used for these logs: nothing new was stored
 
 
+class ScriptRunner(Protocol):
+    """What runs the publish script: redis-py's `AsyncScript`, or the broker's batcher of
+    several calls in one pipeline (coalesce.py)."""
+
+    def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Awaitable[Any]: ...
+
+
 class KeyReused(Exception):
     """An idempotency key sent again with other logs than the first time."""
 
 
 async def store_and_publish(
-    script: AsyncScript,
+    script: ScriptRunner,
     room: str,
     logs: Sequence[bytes],
     history_max: int,

@@ -1,0 +1,110 @@
+"""The Redis broker's publishes of one loop turn, sent in one pipeline (broker/coalesce.py):
+each request is still answered on its own (its ids, its error), one room's order is the order
+of its calls, and what fails the whole pipeline fails each call as a lone command would."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from service.broker import BrokerUnavailable, KeyReused
+from service.broker.script import Published
+from tests.support.brokers import StartBroker
+from tests.support.factories import sample_log
+from tests.support.servers import RedisServer
+
+
+def _log(i: int) -> bytes:
+    return orjson.dumps(sample_log(i))
+
+
+def _ids_in_order(ids: list[str]) -> bool:
+    keys = [tuple(int(part) for part in i.split("-")) for i in ids]
+    return keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+async def test_concurrent_publishes_get_their_own_ids_in_each_rooms_order(
+    redis_server: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    running = await start_broker(redis_url=redis_server.url)
+    broker = running.broker
+    rooms = [f"{room}-{r}" for r in range(3)]
+    calls = [(rooms[i % 3], [_log(i), _log(i + 100)], f"key-{i}") for i in range(30)]
+    results = await asyncio.gather(
+        *(broker.publish_once(r, logs, key, f"seen-{key}") for r, logs, key in calls)
+    )
+    for r in rooms:
+        mine = [p for (call_room, _, _), p in zip(calls, results, strict=True) if call_room == r]
+        ids = [i for p in mine for i in p.ids]
+        assert all(len(p.ids) == 2 and not p.replayed for p in mine)
+        assert _ids_in_order(ids)  # the calls' order, each call's logs together
+        stored = await broker.history(r, None, 1000)
+        assert [i for i, _ in stored] == ids
+        logs = [log for (call_room, batch, _) in calls if call_room == r for log in batch]
+        assert [data for _, data in stored] == logs
+
+
+async def test_a_reused_key_fails_only_its_own_call(
+    redis_server: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    broker = (await start_broker(redis_url=redis_server.url)).broker
+    first = await broker.publish_once(room, [_log(0)], "used", "seen-a")
+    outcomes = await asyncio.gather(
+        broker.publish_once(room, [_log(1)], "used", "seen-b"),  # other logs: refused
+        broker.publish_once(room, [_log(0)], "used", "seen-a"),  # the same: replayed
+        broker.publish_once(room, [_log(2)], "fresh", "seen-c"),
+        return_exceptions=True,
+    )
+    reused, replayed, fresh = outcomes
+    assert isinstance(reused, KeyReused)
+    assert isinstance(replayed, Published)
+    assert replayed.replayed
+    assert replayed.ids == first.ids
+    assert isinstance(fresh, Published)
+    assert not fresh.replayed
+    assert len(fresh.ids) == 1
+
+
+async def test_publishes_after_redis_lost_its_scripts_are_stored_once(
+    redis_server: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    """NOSCRIPT ran nothing: the script is loaded and those calls are sent again."""
+    broker = (await start_broker(redis_url=redis_server.url)).broker
+    await broker.publish_once(room, [_log(0)], "k-0", "s-0")
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await client.script_flush()
+        results = await asyncio.gather(
+            *(broker.publish_once(room, [_log(i)], f"k-{i}", f"s-{i}") for i in range(1, 6))
+        )
+        assert all(len(p.ids) == 1 and not p.replayed for p in results)
+        assert await client.xlen(f"room:{room}:history") == 6
+    finally:
+        await client.aclose()
+
+
+async def test_a_pipeline_without_redis_fails_every_call_as_not_stored(
+    own_redis: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    """No connection to be had: nothing was sent, so every call of the pipeline is a 503."""
+    broker = (await start_broker(redis_url=own_redis.url)).broker
+    own_redis.stop()
+    outcomes = await asyncio.gather(
+        *(broker.publish_once(room, [_log(i)], f"k-{i}", f"s-{i}") for i in range(3)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, BrokerUnavailable) for o in outcomes)
+
+
+@pytest.mark.parametrize("calls", [1, 300])
+async def test_one_call_or_more_than_a_pipeline_holds(
+    redis_server: RedisServer, start_broker: StartBroker, room: str, calls: int
+) -> None:
+    broker = (await start_broker(redis_url=redis_server.url)).broker
+    results = await asyncio.gather(*(broker.publish(room, [_log(i)]) for i in range(calls)))
+    ids = [i for r in results for i in r]
+    assert len(ids) == calls
+    assert _ids_in_order(ids)
