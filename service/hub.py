@@ -32,6 +32,9 @@ class Hub:
         # dicts as insertion-ordered sets: iteration order is stable while dispatching.
         self._rooms: dict[str, dict[Subscriber, None]] = {}
         self._subs: dict[Subscriber, None] = {}
+        # Per open room, one `(room,)` whose name every stream of the room shares: each request
+        # parsed its own copy (~100 bytes a stream for the name and the tuple).
+        self._names: dict[str, tuple[str]] = {}
         self.listener: RoomListener | None = None
         # Messages of this loop turn per room, fanned out together by `flush`: the frames of a
         # burst are joined once per room, not once per stream, and each idle stream gets them
@@ -69,15 +72,19 @@ class Hub:
         self._subs[sub] = None
         if sub.owner is None:
             sub.owner = self  # without `Endings` (unit tests), an ending only leaves the hub
+        names = self._names
         for room in sub.rooms:
             subs = self._rooms.get(room)
             if subs is None:
                 subs = self._rooms[room] = {}
+                names[room] = (room,)
                 if self.listener is not None:
                     self.listener.room_opened(room)
             subs[sub] = None
             if sub.cursor is not None:
                 self._mixed.setdefault(room, {})[sub] = None
+        rooms = sub.rooms
+        sub.rooms = names[rooms[0]] if len(rooms) == 1 else tuple(names[r][0] for r in rooms)
 
     def remove(self, sub: Subscriber) -> None:
         if sub not in self._subs:
@@ -95,6 +102,7 @@ class Hub:
                     del self._mixed[room]
             if not subs:
                 del self._rooms[room]
+                self._names.pop(room, None)
                 if self.listener is not None:
                     self.listener.room_closed(room)
 
