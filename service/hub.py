@@ -214,7 +214,8 @@ class Hub:
             self._flush_handle = loop.call_soon(self.flush)
 
     def sweep(self, now: float | None = None) -> int:
-        """Close streams whose client has gone, or whose token expired at `now` (epoch s).
+        """Close streams whose client has gone, or whose token expired at `now` (epoch s; the
+        caller takes the clock skew allowed off it).
 
         A live stream hears of its client leaving from its transport (`connection_lost`);
         this catches the rest (a handler still replaying, with `handler_cancellation=False`),

@@ -66,7 +66,9 @@ class Subscriber:
         # The request's socket, for the sweep to see a client gone during the replay.
         self.transport = transport
         self.owner = owner
-        self.expires_at = expires_at  # wall-clock seconds; the housekeeping tick closes it after
+        self.expires_at = (
+            expires_at  # the token's exp (epoch s); the tick closes it after, + leeway
+        )
         self.request_id = request_id
         self.opened = opened  # time.monotonic(), for the close log line
         # Per room, the newest id the replay sent: live messages at or below it are skipped.
