@@ -40,8 +40,9 @@ class Hub:
         # burst are joined once per room, not once per stream, and each idle stream gets them
         # in one write; a lone message still goes out at the end of the turn it arrived in.
         self._pending: dict[str, list[Message]] = {}
-        # Streams with queued frames to write (filters, replay merge, paused, heartbeats).
-        self._dirty: list[Subscriber] = []
+        # Streams with queued frames to write (filters, replay merge, paused, heartbeats): a
+        # dict as an ordered set, so a stream needs no flag of its own (16 bytes each).
+        self._dirty: dict[Subscriber, None] = {}
         # Streams of several rooms (`cursor` set), per room: they take a turn's messages in
         # arrival order across their rooms, not room by room, so they are fed apart.
         self._mixed: dict[str, dict[Subscriber, None]] = {}
@@ -144,9 +145,8 @@ class Hub:
             arrivals, self._arrivals = self._arrivals, []
             self._feed_mixed(arrivals)
         if self._dirty:
-            dirty, self._dirty = self._dirty, []
+            dirty, self._dirty = self._dirty, {}
             for sub in dirty:
-                sub.queued_for_flush = False
                 sub.flush()
 
     def _fan_out(self, subs: dict[Subscriber, None], msgs: list[Message]) -> None:
@@ -202,9 +202,8 @@ class Hub:
             self._schedule_flush()
 
     def _mark(self, sub: Subscriber) -> None:
-        if sub.live is not None and not sub.queued_for_flush:
-            sub.queued_for_flush = True
-            self._dirty.append(sub)
+        if sub.live is not None:
+            self._dirty[sub] = None
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:

@@ -41,7 +41,6 @@ class Subscriber:
         "live",
         "opened",
         "owner",
-        "queued_for_flush",
         "request_id",
         "rooms",
         "transport",
@@ -78,7 +77,6 @@ class Subscriber:
         self.cursor = cursor
         self.ending: Ending | None = None
         self.live: Connection | None = None
-        self.queued_for_flush = False  # in the hub's list of subscribers to flush
         # Made at the first frame queued, dropped when drained: an idle stream holds no list
         # (56 bytes each). A list, not a deque: it is always drained whole.
         self._queue: list[Message] | None = None
