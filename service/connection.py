@@ -17,8 +17,12 @@ if TYPE_CHECKING:
     from .subscriber import Subscriber
 
 
+def _ignore(data: bytes) -> None:
+    pass
+
+
 class Connection(asyncio.Protocol):
-    __slots__ = ("chunked", "forward", "on_end", "paused", "sent", "sent_bytes", "sub", "transport")
+    __slots__ = ("chunked", "paused", "sent", "sent_bytes", "sub", "transport")
 
     def __init__(self, transport: asyncio.Transport, sub: Subscriber, *, chunked: bool) -> None:
         self.transport = transport
@@ -28,11 +32,6 @@ class Connection(asyncio.Protocol):
         # Events and bytes written since the metrics last took them.
         self.sent = 0
         self.sent_bytes = 0
-        # Resolved at the end: what a parked handler (no hand-off, see _handoff.py) waits for.
-        self.on_end: asyncio.Future[None] | None = None
-        # The protocol this one replaced, told of the connection's loss when it still keeps
-        # books on it (a parked handler's aiohttp `RequestHandler`).
-        self.forward: asyncio.BaseProtocol | None = None
 
     def write(self, body: bytes, count: int) -> None:
         """`count` events, as one write (framed as one chunk)."""
@@ -43,8 +42,6 @@ class Connection(asyncio.Protocol):
 
     def end(self, farewell: bytes | None) -> None:
         """The end of the body, and of the connection: no handler is left to do it."""
-        if self.on_end is not None and not self.on_end.done():
-            self.on_end.set_result(None)
         transport = self.transport
         if transport.is_closing():
             return
@@ -66,10 +63,41 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.sub.flush()
 
-    def data_received(self, data: bytes) -> None:
-        """An SSE client has nothing more to say; whatever it sends is ignored."""
+    # An SSE client has nothing more to say; whatever it sends is ignored. A plain function,
+    # not a method: uvloop keeps `protocol.data_received` per transport, and a bound method
+    # would be one more object (64 bytes) on every idle stream.
+    data_received = staticmethod(_ignore)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.sub.close(Ending.CLIENT_GONE)
-        if self.forward is not None:
-            self.forward.connection_lost(exc)
+
+
+class ParkedConnection(Connection):
+    """A stream whose handler stays (no hand-off, see _handoff.py): the two fields only it
+    needs live here, not on every handed-off stream."""
+
+    __slots__ = ("forward", "on_end")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        sub: Subscriber,
+        *,
+        chunked: bool,
+        forward: asyncio.BaseProtocol,
+    ) -> None:
+        super().__init__(transport, sub, chunked=chunked)
+        # Resolved at the end: what the parked handler waits for.
+        self.on_end: asyncio.Future[None] | None = None
+        # The protocol this one replaced (aiohttp's `RequestHandler`), told of the connection's
+        # loss: it still keeps books on it.
+        self.forward = forward
+
+    def end(self, farewell: bytes | None) -> None:
+        if self.on_end is not None and not self.on_end.done():
+            self.on_end.set_result(None)
+        super().end(farewell)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.forward.connection_lost(exc)

@@ -32,13 +32,17 @@ class Hub:
         # dicts as insertion-ordered sets: iteration order is stable while dispatching.
         self._rooms: dict[str, dict[Subscriber, None]] = {}
         self._subs: dict[Subscriber, None] = {}
+        # Per open room, one `(room,)` whose name every stream of the room shares: each request
+        # parsed its own copy (~100 bytes a stream for the name and the tuple).
+        self._names: dict[str, tuple[str]] = {}
         self.listener: RoomListener | None = None
         # Messages of this loop turn per room, fanned out together by `flush`: the frames of a
         # burst are joined once per room, not once per stream, and each idle stream gets them
         # in one write; a lone message still goes out at the end of the turn it arrived in.
         self._pending: dict[str, list[Message]] = {}
-        # Streams with queued frames to write (filters, replay merge, paused, heartbeats).
-        self._dirty: list[Subscriber] = []
+        # Streams with queued frames to write (filters, replay merge, paused, heartbeats): a
+        # dict as an ordered set, so a stream needs no flag of its own (16 bytes each).
+        self._dirty: dict[Subscriber, None] = {}
         # Streams of several rooms (`cursor` set), per room: they take a turn's messages in
         # arrival order across their rooms, not room by room, so they are fed apart.
         self._mixed: dict[str, dict[Subscriber, None]] = {}
@@ -69,15 +73,19 @@ class Hub:
         self._subs[sub] = None
         if sub.owner is None:
             sub.owner = self  # without `Endings` (unit tests), an ending only leaves the hub
+        names = self._names
         for room in sub.rooms:
             subs = self._rooms.get(room)
             if subs is None:
                 subs = self._rooms[room] = {}
+                names[room] = (room,)
                 if self.listener is not None:
                     self.listener.room_opened(room)
             subs[sub] = None
             if sub.cursor is not None:
                 self._mixed.setdefault(room, {})[sub] = None
+        rooms = sub.rooms
+        sub.rooms = names[rooms[0]] if len(rooms) == 1 else tuple(names[r][0] for r in rooms)
 
     def remove(self, sub: Subscriber) -> None:
         if sub not in self._subs:
@@ -95,6 +103,7 @@ class Hub:
                     del self._mixed[room]
             if not subs:
                 del self._rooms[room]
+                self._names.pop(room, None)
                 if self.listener is not None:
                     self.listener.room_closed(room)
 
@@ -136,9 +145,8 @@ class Hub:
             arrivals, self._arrivals = self._arrivals, []
             self._feed_mixed(arrivals)
         if self._dirty:
-            dirty, self._dirty = self._dirty, []
+            dirty, self._dirty = self._dirty, {}
             for sub in dirty:
-                sub.queued_for_flush = False
                 sub.flush()
 
     def _fan_out(self, subs: dict[Subscriber, None], msgs: list[Message]) -> None:
@@ -194,9 +202,8 @@ class Hub:
             self._schedule_flush()
 
     def _mark(self, sub: Subscriber) -> None:
-        if sub.live is not None and not sub.queued_for_flush:
-            sub.queued_for_flush = True
-            self._dirty.append(sub)
+        if sub.live is not None:
+            self._dirty[sub] = None
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
@@ -206,7 +213,8 @@ class Hub:
             self._flush_handle = loop.call_soon(self.flush)
 
     def sweep(self, now: float | None = None) -> int:
-        """Close streams whose client has gone, or whose token expired at `now` (epoch s).
+        """Close streams whose client has gone, or whose token expired at `now` (epoch s; the
+        caller takes the clock skew allowed off it).
 
         A live stream hears of its client leaving from its transport (`connection_lost`);
         this catches the rest (a handler still replaying, with `handler_cancellation=False`),

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from .connection import Connection
+from .connection import Connection, ParkedConnection
 from .cursor import Cursor
 from .endings import Ending
 from .events import LOG_HEAD, log_frame
@@ -41,7 +41,6 @@ class Subscriber:
         "live",
         "opened",
         "owner",
-        "queued_for_flush",
         "request_id",
         "rooms",
         "transport",
@@ -66,7 +65,9 @@ class Subscriber:
         # The request's socket, for the sweep to see a client gone during the replay.
         self.transport = transport
         self.owner = owner
-        self.expires_at = expires_at  # wall-clock seconds; the housekeeping tick closes it after
+        self.expires_at = (
+            expires_at  # the token's exp (epoch s); the tick closes it after, + leeway
+        )
         self.request_id = request_id
         self.opened = opened  # time.monotonic(), for the close log line
         # Per room, the newest id the replay sent: live messages at or below it are skipped.
@@ -76,13 +77,13 @@ class Subscriber:
         self.cursor = cursor
         self.ending: Ending | None = None
         self.live: Connection | None = None
-        self.queued_for_flush = False  # in the hub's list of subscribers to flush
-        # A list, not a deque: it is always drained whole, and an empty list is 56 bytes.
-        self._queue: list[Message] = []
+        # Made at the first frame queued, dropped when drained: an idle stream holds no list
+        # (56 bytes each). A list, not a deque: it is always drained whole.
+        self._queue: list[Message] | None = None
         self._control: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"<Subscriber rooms={self.rooms!r} queued={len(self._queue)}>"
+        return f"<Subscriber rooms={self.rooms!r} queued={self.queued}>"
 
     @property
     def room(self) -> str:
@@ -91,7 +92,7 @@ class Subscriber:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
 
     def replayed(self, room: str, key: StreamKey) -> None:
         """The replay sent `room` up to `key`: the live side resumes after it."""
@@ -111,9 +112,15 @@ class Subscriber:
                 return True
         elif self.filter is not None and not self.filter.wants(msg.level, msg.agent_type):
             return True
-        if len(self._queue) >= self.limit:
+        queue = self._queue
+        if queue is None:
+            if self.limit <= 0:
+                return False
+            self._queue = [msg]
+        elif len(queue) >= self.limit:
             return False
-        self._queue.append(msg)
+        else:
+            queue.append(msg)
         return True
 
     def write_shared(self, frame: bytes, chunk: bytes, count: int) -> bool:
@@ -149,8 +156,15 @@ class Subscriber:
         if conn is None or conn.paused or conn.transport.is_closing():
             return
         queue = self._queue
-        if len(queue) == 1 and self._control is None and self.after is None and self.cursor is None:
-            msg = queue.pop()  # the common case: one log, written with its pre-made chunk
+        if (
+            queue is not None
+            and len(queue) == 1
+            and self._control is None
+            and self.after is None
+            and self.cursor is None
+        ):
+            msg = queue[0]  # the common case: one log, written with its pre-made chunk
+            self._queue = None
             data = msg.chunk if conn.chunked else msg.frame
             conn.transport.write(data)
             conn.sent += 1
@@ -171,9 +185,21 @@ class Subscriber:
             if self.owner is not None:
                 self.owner.ended(self)
 
-    def attach(self, transport: asyncio.Transport, *, chunked: bool) -> Connection:
-        """The hand-off: become live on `transport` and write what queued during the replay."""
-        conn = self.live = Connection(transport, self, chunked=chunked)
+    def attach(
+        self,
+        transport: asyncio.Transport,
+        *,
+        chunked: bool,
+        parked: asyncio.BaseProtocol | None = None,
+    ) -> Connection:
+        """The hand-off: become live on `transport` and write what queued during the replay.
+
+        `parked`: the protocol replaced (aiohttp's) when the handler stays, told of the loss."""
+        conn = self.live = (
+            Connection(transport, self, chunked=chunked)
+            if parked is None
+            else ParkedConnection(transport, self, chunked=chunked, forward=parked)
+        )
         self.transport = transport
         transport.set_protocol(conn)
         self.flush()
@@ -189,7 +215,7 @@ class Subscriber:
         after = self.after
         cursor = self.cursor
         count = 0
-        for msg in queue:
+        for msg in queue or ():
             if after is not None and msg.key is not None:
                 seen = after.get(msg.room)
                 if seen is not None:
@@ -208,7 +234,7 @@ class Subscriber:
                 parts += (_ID, cursor.encode(), _LOG_MID, tagged(msg.room, msg.data), _END)
             else:
                 parts.append(tagged_frame(msg))
-        queue.clear()  # frees the list's array too: an idle stream holds no capacity
+        self._queue = None
         return b"".join(parts), count
 
 

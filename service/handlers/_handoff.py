@@ -30,7 +30,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from ..connection import Connection
+from ..connection import ParkedConnection
 from ..subscriber import Subscriber
 
 log = logging.getLogger("service.stream")
@@ -117,12 +117,13 @@ async def hand_off(
     assert not resp.keep_alive  # the handler made it close: aiohttp's loop ends after it
     detach = can_detach(request) if detach is None else detach
     resp.handed_off = True  # aiohttp's write_eof must not end the body: the stream goes on
-    aiohttp_protocol = transport.get_protocol()
-    conn = sub.attach(transport, chunked=resp.chunked)
     if not detach:
-        conn.forward = aiohttp_protocol  # its books and its handler end with the connection
-        await _parked(conn)
+        # aiohttp's protocol stays told: its books and its handler end with the connection.
+        parked = sub.attach(transport, chunked=resp.chunked, parked=transport.get_protocol())
+        assert isinstance(parked, ParkedConnection)
+        await _parked(parked)
         return
+    sub.attach(transport, chunked=resp.chunked)
     handler = request.protocol
     handler.transport = None  # aiohttp can neither write to nor close the socket now
     # Once the request is finished (access log written), drop the connection from aiohttp's
@@ -130,7 +131,7 @@ async def hand_off(
     request.task.add_done_callback(lambda _: handler.connection_lost(None))
 
 
-async def _parked(conn: Connection) -> None:
+async def _parked(conn: ParkedConnection) -> None:
     ended = asyncio.get_running_loop().create_future()
     conn.on_end = ended
     if conn.sub.ending is None:
