@@ -8,7 +8,6 @@ only, so no token can choose its own verification (the classic "alg confusion").
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import math
 import time
@@ -21,6 +20,7 @@ import jwt
 from aiohttp import web
 
 from .settings import Settings
+from .token_cache import TokenCache
 
 # PyJWT warns on every encode and decode with a short HS key (a traceback-like line per
 # token); the service and the CLI say it once, in their own words, instead.
@@ -41,7 +41,9 @@ class AuthError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    subject: str | None
+    """What a verified token allows. Kept per distinct token in the cache (memory per idle
+    stream), so only what a check reads: not the subject, which nothing uses."""
+
     rooms: frozenset[str]
     publish: frozenset[str]
     expires_at: float
@@ -106,9 +108,7 @@ class TokenVerifier:
     token expires (bounded by CACHE_SECONDS and CACHE_SIZE); refusals are never kept."""
 
     def __init__(self, settings: Settings, secret: str | None = None) -> None:
-        # Oldest first: a full cache drops its oldest entry, not everything (a storm of
-        # CACHE_SIZE reconnects would otherwise empty it just as it is needed).
-        self._cache: collections.OrderedDict[bytes, tuple[Grant, float]] = collections.OrderedDict()
+        self._cache = TokenCache(size=CACHE_SIZE, seconds=CACHE_SECONDS, leeway=settings.jwt_leeway)
         # One frozenset per distinct room set among the kept grants: a room's viewers hold
         # tokens with the same `rooms` claim, and a frozenset is ~220 bytes.
         self._sets: dict[frozenset[str], frozenset[str]] = {}
@@ -125,22 +125,17 @@ class TokenVerifier:
     async def verify(self, token: str) -> Grant:
         now = time.time()
         key = cache_key(token)
-        hit = self._cache.get(key)
+        hit = self._cache.get(key, now)
         if hit is not None:
-            if now < hit[1]:
-                return hit[0]
-            del self._cache[key]
+            return hit
         grant = await self._verify(token)
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.popitem(last=False)
         if len(self._sets) >= CACHE_SIZE:
             self._sets.clear()  # only sharing is lost
         rooms = self._sets.setdefault(grant.rooms, grant.rooms)
         publish = self._sets.setdefault(grant.publish, grant.publish)
         if rooms is not grant.rooms or publish is not grant.publish:
-            grant = Grant(grant.subject, rooms, publish, grant.expires_at)
-        until = min(grant.expires_at + self._leeway, now + CACHE_SECONDS)
-        self._cache[key] = (grant, until)
+            grant = Grant(rooms, publish, grant.expires_at)
+        self._cache.put(key, grant, now)
         return grant
 
     async def _verify(self, token: str) -> Grant:
@@ -194,10 +189,8 @@ class TokenVerifier:
             raise AuthError("invalid_token", f"the token's claims are malformed: {exc}") from None
         except jwt.PyJWTError as exc:
             raise AuthError("invalid_token", f"the token is not valid: {exc}") from None
-        sub = claims.get("sub")
         exp = claims["exp"]  # a number: PyJWT checked it
         return Grant(
-            subject=sub if isinstance(sub, str) else None,
             rooms=_room_set(claims.get("rooms")),
             publish=_room_set(claims.get("publish")),
             # An `exp` past any date (a 400-digit number) is no float: it never expires.

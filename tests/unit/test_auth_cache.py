@@ -3,13 +3,15 @@ CACHE_SECONDS), refusals are never kept, and the cache is bounded."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 
 from service import auth
-from service.auth import AuthError, TokenVerifier, mint_token
+from service.auth import AuthError, Grant, TokenVerifier, mint_token
 from service.settings import Settings
+from service.token_cache import TokenCache
 
 SECRET = "cache-test-secret-cache-test-secret"
 
@@ -61,19 +63,19 @@ async def test_a_long_lived_token_is_checked_again_after_cache_seconds(
 async def test_refusals_are_not_kept_and_the_cache_is_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(auth, "CACHE_SIZE", 5)
+    monkeypatch.setattr(auth, "CACHE_SIZE", 6)
     verifier = _verifier()
     bad = mint_token("wrong-secret-wrong-secret-wrong-secret", ttl=600)
     for _ in range(2):
         with pytest.raises(AuthError):
             await verifier.verify(bad)
-    assert verifier._cache == {}
+    assert len(verifier._cache) == 0
     tokens = [mint_token(SECRET, rooms=[f"r{i}"], ttl=600) for i in range(12)]
     for token in tokens:
         await verifier.verify(token)
-        assert len(verifier._cache) <= 5
-    # Full, it drops its oldest entry, not everything: the last five are still kept.
-    assert list(verifier._cache) == [auth.cache_key(t) for t in tokens[-5:]]
+        assert len(verifier._cache) <= 6
+    # Full, it drops its older half, not everything: the newest six are still kept.
+    assert verifier._cache.digests() == [auth.cache_key(t) for t in tokens[-6:]]
 
 
 async def test_the_cache_keeps_no_token_and_one_room_set_per_distinct_claim() -> None:
@@ -82,7 +84,20 @@ async def test_the_cache_keeps_no_token_and_one_room_set_per_distinct_claim() ->
     two = mint_token(SECRET, rooms=["b", "a"], ttl=600, sub="two")
     first, second = await verifier.verify(one), await verifier.verify(two)
     assert first.rooms is second.rooms  # ~220 bytes kept once, not per token
-    assert (first.subject, second.subject) == ("one", "two")
+    assert first is not second
     assert await verifier.verify(two) is second
-    assert all(isinstance(k, bytes) and len(k) == 16 for k in verifier._cache)
-    assert one not in repr(verifier._cache)
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in verifier._cache.digests())
+    assert one not in repr(verifier._cache.digests())
+
+
+def test_no_grant_is_served_cache_seconds_after_it_was_checked() -> None:
+    """Two generations of CACHE_SECONDS / 2: a grant put at the very start of one is still
+    served just before the end of the next, and not a moment later."""
+    cache = TokenCache(size=100, seconds=300.0, leeway=0.0)
+    grant = Grant(frozenset(), frozenset(), expires_at=math.inf)
+    start = 150.0 * 10_000_000  # a period's first moment
+    cache.put(b"k", grant, start)
+    assert cache.get(b"k", start + 299.9) is grant
+    assert cache.get(b"k", start + 300.0) is None
+    cache.put(b"k", grant, start + 300.0)
+    assert cache.get(b"k", start + 10_000.0) is None  # idle for long: both generations go
