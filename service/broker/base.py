@@ -164,5 +164,11 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def window(self, room: str) -> Window: ...
 
+    async def resume(self, room: str, after: str, limit: int) -> tuple[Window, list[HistoryEntry]]:
+        """A resume's read: the room's window, then at most `limit` logs after `after` (read
+        after the window, so they may reach past its newest). A broker may read both at once."""
+        window = await self.window(room)
+        return window, await self.history(room, after, limit)
+
     @abc.abstractmethod
     async def room_exists(self, room: str) -> bool: ...
