@@ -93,6 +93,9 @@ class Broker(abc.ABC):
         self.rooms: set[str] = set()
         # What tells the service's envelopes on the channel from a plain PUBLISH (Redis only).
         self.envelopes: Envelopes | None = None
+        # Whether one subscription covers every room while the broker is live (Redis'
+        # `PSUBSCRIBE`): then what it delivered is all there is (see `Delivery.known_newest`).
+        self.one_subscription = False
 
     @property
     def ready(self) -> bool:

@@ -118,6 +118,9 @@ class RedisBroker(Broker):
         # connection's writer when they change, and the plain PUBLISH keeper.
         # (A Cluster holds its per-room subscriptions itself: cluster.py.)
         self._per_room = settings.subscribe_mode == "rooms" and settings.topology != "cluster"
+        self.one_subscription = (
+            settings.subscribe_mode == "pattern" and settings.topology != "cluster"
+        )
         self._secret_read = asyncio.Event()
         self._changed = asyncio.Event()
         self._interest = Interest(settings.unsubscribe_linger, self._changed.set)

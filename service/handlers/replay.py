@@ -37,13 +37,16 @@ async def replay(
     sub: Subscriber,
     query: StreamQuery,
     start: Callable[[str, StreamKey], None],
+    known: Callable[[str], StreamKey | None],
 ) -> AsyncIterator[tuple[bytes, int]]:
     """The stream's head, then its replay, as (bytes, logs) pieces to write one by one.
 
     `start(room, key)` is told, per room, the newest id stored when the stream began: what
     came before it is the replay's (or nobody's), so a catch-up never repeats it. The rooms'
-    replays are merged by stream id, oldest first. Raises `BrokerUnavailable`; stops early
-    once `sub` has ended.
+    replays are merged by stream id, oldest first. `known(room)` is the newest id this
+    process delivered to the room live, when nothing newer can have gone by: a resume at or
+    after it reads nothing (half of a reconnect storm). Raises `BrokerUnavailable`; stops
+    early once `sub` has ended.
     """
     recovered = True
     gaps: list[bytes] = []
@@ -52,7 +55,12 @@ async def replay(
         entries: list[HistoryEntry] = []
         after = query.resume.get(room)
         count = query.history_of(room)
-        if after is not None:
+        newest_live = known(room)
+        if newest_live is not None and not count and (after is None or after >= newest_live):
+            # Every log after `newest_live` is yet to be delivered, and this stream, registered,
+            # gets it live: nothing to replay, nothing lost (an `after` past it: see below).
+            newest = newest_live
+        elif after is not None:
             after_id = format_id(after)
             window, entries = await reads.resume(room, after_id, PAGE)
             if not window.covers(after):
