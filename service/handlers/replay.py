@@ -98,9 +98,16 @@ async def replay(
         },
         settings.retry_ms,
     )
-    yield head + b"".join(gaps), 0
+    # The head goes out with the first page (and the response's own head: see _handoff.py),
+    # in one send: a resume is one write, however many logs it missed.
+    opening = head + b"".join(gaps)
     async for batch in _merged(reads, sources, sub):
-        yield _frames(sub, batch)
+        frames, count = _frames(sub, batch)
+        if opening:
+            frames, opening = opening + frames, b""
+        yield frames, count
+    if opening:
+        yield opening, 0
 
 
 class _Source:
