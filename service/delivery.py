@@ -25,6 +25,10 @@ log = logging.getLogger("service.broker")
 
 # Channels whose room is remembered, at most (then forgotten all at once, and relearnt).
 _CHANNEL_CACHE: Final = 8192
+# How long, and for how many rooms at most, a room's position outlives its last local stream:
+# the streams of a reconnect storm come back to a room that knows where it stands.
+LINGER_S: Final = 30.0
+LINGER_ROOMS: Final = 4096
 
 
 class Delivery:
@@ -41,24 +45,65 @@ class Delivery:
         # Valid channel -> its room: parsing and checking the name costs more than the lookup.
         self._channel_rooms: dict[bytes, str] = {}
         self._was_live = False
+        # Rooms whose position came off the live subscription since it last went live: see
+        # `known_newest`. Only kept where one subscription covers every room (`_steady`).
+        self._heard: set[str] = set()
+        # Rooms with no local stream left whose position is still followed -> when they closed.
+        self._lingering: dict[str, float] = {}
+        self._steady = False
 
     def connect(self, broker: Broker) -> None:
         """From now on the hub's room events subscribe and unsubscribe `broker`."""
         self._broker = broker
         self._hub.listener = self
+        self._steady = broker.one_subscription
 
     # -- the hub's room events ------------------------------------------------------------
 
     def room_opened(self, room: str) -> None:
-        self._positions[room] = None
+        if self._lingering.pop(room, None) is None:
+            self._positions[room] = None
+        self._forget_lingering(time.monotonic())
         if self._broker is not None:
             self._broker.subscribe((room,))
 
     def room_closed(self, room: str) -> None:
-        self._positions.pop(room, None)
         self._floors.pop(room, None)
+        now = time.monotonic()
+        if room in self._heard:
+            # Still followed (its messages decoded, its position moving) for a while: the
+            # subscription covers it anyway, and a stream that comes back needs no read.
+            self._lingering[room] = now
+        else:
+            self._positions.pop(room, None)
+        self._forget_lingering(now)
         if self._broker is not None:
             self._broker.unsubscribe((room,))
+
+    def _forget_lingering(self, now: float) -> None:
+        lingering = self._lingering
+        while lingering:
+            room, since = next(iter(lingering.items()))
+            if now - since < LINGER_S and len(lingering) <= LINGER_ROOMS:
+                return
+            del lingering[room]
+            self._positions.pop(room, None)
+            self._heard.discard(room)
+
+    def known_newest(self, room: str) -> StreamKey | None:
+        """The newest id the live subscription brought `room`, when nothing newer can have
+        been delivered here: a stream of `room` registered now gets every later log live, so
+        one resuming at or after this id has nothing to read from history.
+
+        None unless one subscription covers every room (`SUBSCRIBE_MODE=pattern`, not a
+        Cluster: a per-room subscription can be re-made, caught up, on its own) and the id came
+        off it since it last went live: after an outage the catch-up delivers from history,
+        and its gaps are told only to streams that did not resume past them. A log newer than
+        the live one was published after it, so whatever history lost is older still.
+        """
+        if room not in self._heard:
+            return None
+        return self._positions.get(room)
 
     def started(self, room: str, newest: StreamKey) -> None:
         """A stream of `room` began when `newest` was the newest stored id: up to there it was
@@ -92,6 +137,8 @@ class Delivery:
                     # would receive it.
                     if room in positions:
                         self.deliver(self._open(room, payload))
+                        if self._steady:
+                            self._heard.add(room)
                 else:
                     # A plain PUBLISH: stored (once, by whichever gateway comes first), then
                     # delivered by its envelope like any other log. Any room, watched or not.
@@ -158,6 +205,12 @@ class Delivery:
         self._metrics.worker_ready.set(live)
         if recovered:
             self._metrics.broker_reconnects.inc()
+        # Whatever came off the subscription before is no longer the whole story (see
+        # `known_newest`); rooms without a stream are no longer followed by a catch-up.
+        self._heard.clear()
+        for room in self._lingering:
+            self._positions.pop(room, None)
+        self._lingering.clear()
         if state is BrokerState.DOWN and self._was_live:  # once per loss, not per retry
             kind = "stalled" if reason.startswith("redis stalled") else "lost"
             self._metrics.broker_down.labels(kind).inc()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -13,6 +13,7 @@ from .endings import Endings
 from .hub import Hub
 from .metrics import Metrics
 from .settings import Settings
+from .shared_reads import SharedReads
 
 
 @dataclass(slots=True)
@@ -27,6 +28,11 @@ class AppState:
     # The ephemeral dev secret when no key is configured (None otherwise).
     dev_secret: str | None = None
     draining: bool = False
+    # The broker's reads of opening streams, identical ones sent once (a reconnect storm).
+    reads: SharedReads = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = SharedReads(self.broker)
 
 
 STATE: web.AppKey[AppState] = web.AppKey("roomlogs_state", AppState)

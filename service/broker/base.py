@@ -93,6 +93,9 @@ class Broker(abc.ABC):
         self.rooms: set[str] = set()
         # What tells the service's envelopes on the channel from a plain PUBLISH (Redis only).
         self.envelopes: Envelopes | None = None
+        # Whether one subscription covers every room while the broker is live (Redis'
+        # `PSUBSCRIBE`): then what it delivered is all there is (see `Delivery.known_newest`).
+        self.one_subscription = False
 
     @property
     def ready(self) -> bool:
@@ -163,6 +166,12 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def window(self, room: str) -> Window: ...
+
+    async def resume(self, room: str, after: str, limit: int) -> tuple[Window, list[HistoryEntry]]:
+        """A resume's read: the room's window, then at most `limit` logs after `after` (read
+        after the window, so they may reach past its newest). A broker may read both at once."""
+        window = await self.window(room)
+        return window, await self.history(room, after, limit)
 
     @abc.abstractmethod
     async def room_exists(self, room: str) -> bool: ...

@@ -49,6 +49,7 @@ from .keys import PLAIN, KeySpace, room_from_channel
 from .plain import PlainStore
 from .refusal import describe_refusal
 from .replicas import Replicas
+from .resume_script import RESUME_SCRIPT, parse_resume
 from .script import (
     PERMISSIONS_SCRIPT,
     PLAIN_SCRIPT,
@@ -102,6 +103,7 @@ class RedisBroker(Broker):
         self._client: aioredis.Redis = self._make_client(settings)
         self._script = script_runner(self._client, self.publish_script, batched=self.coalesce)
         self._permissions = self._client.register_script(self.permissions_script)
+        self._resume = self._client.register_script(RESUME_SCRIPT)
         self._plain = PlainStore(
             self._client,
             self._keys,
@@ -118,6 +120,9 @@ class RedisBroker(Broker):
         # connection's writer when they change, and the plain PUBLISH keeper.
         # (A Cluster holds its per-room subscriptions itself: cluster.py.)
         self._per_room = settings.subscribe_mode == "rooms" and settings.topology != "cluster"
+        self.one_subscription = (
+            settings.subscribe_mode == "pattern" and settings.topology != "cluster"
+        )
         self._secret_read = asyncio.Event()
         self._changed = asyncio.Event()
         self._interest = Interest(settings.unsubscribe_linger, self._changed.set)
@@ -579,6 +584,13 @@ class RedisBroker(Broker):
             last[0].decode() if last else None,
             trimmed=trimmed,
         )
+
+    async def resume(self, room: str, after: str, limit: int) -> tuple[Window, list[HistoryEntry]]:
+        if parse_id(after) == MAX_KEY:
+            return await super().resume(room, after, limit)  # Redis refuses "(max"
+        keys, args = [self._keys.history(room)], [f"({after}", str(limit)]
+        reply = await self._query(lambda: self._resume(keys=keys, args=args))
+        return parse_resume(reply)
 
     async def room_exists(self, room: str) -> bool:
         key = self._keys.room(room)

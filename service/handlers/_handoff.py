@@ -5,7 +5,8 @@ requests; an SSE stream never reads again. After its head and replay, the handle
 stream's `Connection` the transport's protocol (public asyncio API), detaches aiohttp's
 `RequestHandler` from the socket and returns; aiohttp finishes the request (access log)
 without writing or closing anything. The private names, all of aiohttp 3.14 (`setup.cfg`
-allows `>=3.14,<4`; CI runs the suite at the lowest and newest):
+allows `>=3.14,<4`; CI runs the suite at the lowest and newest), besides
+`StreamResponse._send_headers_immediately` (below):
 - `request.protocol` (the `RequestHandler`) and its `transport` attribute, set to None: its
   `start()` / `finish_response()` then skip every write and the close;
 - `request.task`, and `RequestHandler.connection_lost(None)` from its done-callback, which drops
@@ -49,6 +50,10 @@ class LogStreamResponse(web.StreamResponse):
     Once `handed_off`, the body belongs to the stream's `Connection`, which ends it itself:
     aiohttp's `write_eof` (from `finish_response`) does nothing.
     """
+
+    # aiohttp's own switch (`web.Response` sets it): the head goes out with the first body
+    # write, the stream's `connected` (and replay), in one send instead of two.
+    _send_headers_immediately = False
 
     def __init__(self, headers: Mapping[str, str]) -> None:
         super().__init__(status=200, headers=headers)

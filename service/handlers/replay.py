@@ -16,12 +16,13 @@ from typing import Final
 
 import orjson
 
-from ..broker import Broker, HistoryEntry
+from ..broker import HistoryEntry
 from ..events import connected_frame, cursor_log_frame, gap_frame, log_frame
 from ..ids import MAX_KEY, StreamKey, format_id, parse_id
 from ..logs import utc_now_iso
 from ..roomtag import with_room
 from ..settings import Settings
+from ..shared_reads import SharedReads
 from ..subscriber import Subscriber
 from .stream_query import StreamQuery
 
@@ -31,18 +32,21 @@ EMPTY: Final[StreamKey] = (0, 0)
 
 
 async def replay(
-    broker: Broker,
+    reads: SharedReads,
     settings: Settings,
     sub: Subscriber,
     query: StreamQuery,
     start: Callable[[str, StreamKey], None],
+    known: Callable[[str], StreamKey | None],
 ) -> AsyncIterator[tuple[bytes, int]]:
     """The stream's head, then its replay, as (bytes, logs) pieces to write one by one.
 
     `start(room, key)` is told, per room, the newest id stored when the stream began: what
     came before it is the replay's (or nobody's), so a catch-up never repeats it. The rooms'
-    replays are merged by stream id, oldest first. Raises `BrokerUnavailable`; stops early
-    once `sub` has ended.
+    replays are merged by stream id, oldest first. `known(room)` is the newest id this
+    process delivered to the room live, when nothing newer can have gone by: a resume at or
+    after it reads nothing (half of a reconnect storm). Raises `BrokerUnavailable`; stops
+    early once `sub` has ended.
     """
     recovered = True
     gaps: list[bytes] = []
@@ -51,19 +55,23 @@ async def replay(
         entries: list[HistoryEntry] = []
         after = query.resume.get(room)
         count = query.history_of(room)
-        if after is not None:
+        newest_live = known(room)
+        if newest_live is not None and not count and (after is None or after >= newest_live):
+            # Every log after `newest_live` is yet to be delivered, and this stream, registered,
+            # gets it live: nothing to replay, nothing lost (an `after` past it: see below).
+            newest = newest_live
+        elif after is not None:
             after_id = format_id(after)
-            window = await broker.window(room)
-            entries = await broker.history(room, after_id, PAGE)
+            window, entries = await reads.resume(room, after_id, PAGE)
             if not window.covers(after):
                 recovered = False
                 resumed = entries[0][0] if entries else None
                 gaps.append(gap_frame(after_id, resumed, room if query.multi else None))
             newest = _key(window.newest)
         elif count:
-            entries, newest = await _last(broker, room, count)
+            entries, newest = await _last(reads, room, count)
         else:
-            newest_page = await broker.last(room, 1)
+            newest_page = await reads.last(room, 1)
             newest = _key(newest_page[0][0] if newest_page else None)
         start(room, newest)
         if after is not None or entries:
@@ -90,9 +98,16 @@ async def replay(
         },
         settings.retry_ms,
     )
-    yield head + b"".join(gaps), 0
-    async for batch in _merged(broker, sources, sub):
-        yield _frames(sub, batch)
+    # The head goes out with the first page (and the response's own head: see _handoff.py),
+    # in one send: a resume is one write, however many logs it missed.
+    opening = head + b"".join(gaps)
+    async for batch in _merged(reads, sources, sub):
+        frames, count = _frames(sub, batch)
+        if opening:
+            frames, opening = opening + frames, b""
+        yield frames, count
+    if opening:
+        yield opening, 0
 
 
 class _Source:
@@ -106,19 +121,19 @@ class _Source:
         self.at = 0
         self.newest = newest
 
-    async def next_page(self, broker: Broker) -> bool:
+    async def next_page(self, reads: SharedReads) -> bool:
         """Read the page after the current one; False once the replay reached `newest`: what
         was stored later is live, waiting in the stream's buffer."""
         last = parse_id(self.page[-1][0])
         if last is None or last >= self.newest or len(self.page) < PAGE:
             return False
-        self.page = await broker.history(self.room, self.page[-1][0], PAGE)
+        self.page = await reads.history(self.room, self.page[-1][0], PAGE)
         self.at = 0
         return bool(self.page)
 
 
 async def _merged(
-    broker: Broker, sources: list[_Source], sub: Subscriber
+    reads: SharedReads, sources: list[_Source], sub: Subscriber
 ) -> AsyncIterator[list[tuple[str, HistoryEntry]]]:
     """Every source's logs merged by stream id, in batches of at most PAGE."""
     heap = [(_key(src.page[0][0]), i) for i, src in enumerate(sources) if src.page]
@@ -133,7 +148,7 @@ async def _merged(
             if batch and len(sources) == 1:
                 yield batch  # one room: write each page as it was read
                 batch = []
-            if not await src.next_page(broker):
+            if not await src.next_page(reads):
                 continue
         heapq.heappush(heap, (_key(src.page[src.at][0]), i))
         if len(batch) >= PAGE:
@@ -143,13 +158,13 @@ async def _merged(
         yield batch
 
 
-async def _last(broker: Broker, room: str, count: int) -> tuple[list[HistoryEntry], StreamKey]:
+async def _last(reads: SharedReads, room: str, count: int) -> tuple[list[HistoryEntry], StreamKey]:
     """The first page of the room's last `count` logs, and the newest id stored.
 
     More than a page back, the start is found walking back a page at a time (ids kept, logs
     dropped), and the replay then reads forward from it in pages like a resume.
     """
-    newest_page = await broker.last(room, min(count, PAGE))
+    newest_page = await reads.last(room, min(count, PAGE))
     if not newest_page:
         return [], EMPTY
     newest = _key(newest_page[-1][0])
@@ -158,15 +173,15 @@ async def _last(broker: Broker, room: str, count: int) -> tuple[list[HistoryEntr
     oldest, seen = newest_page[0][0], len(newest_page)
     while seen < count:
         want = min(count - seen, PAGE)
-        page = await broker.last(room, want, before=oldest)
+        page = await reads.last(room, want, before=oldest)
         if page:
             oldest, seen = page[0][0], seen + len(page)
         if len(page) < want:
             break  # the stream's beginning
     # `oldest` is the first of the last `count`: the forward pages start just before it.
-    previous = await broker.last(room, 1, before=oldest)
+    previous = await reads.last(room, 1, before=oldest)
     after = previous[0][0] if previous else None
-    return await broker.history(room, after, PAGE), newest
+    return await reads.history(room, after, PAGE), newest
 
 
 def _frames(sub: Subscriber, batch: list[tuple[str, HistoryEntry]]) -> tuple[bytes, int]:

@@ -106,7 +106,9 @@ async def _stream(
         await resp.prepare(request)
         try:
             await state.broker.listening(sub.rooms)
-            async for piece, logs in replay(state.broker, settings, sub, query, delivery.started):
+            async for piece, logs in replay(
+                state.reads, settings, sub, query, delivery.started, delivery.known_newest
+            ):
                 await resp.write(piece)  # waits while the client's socket is full
                 state.metrics.replayed.inc(logs)
         except BrokerUnavailable:

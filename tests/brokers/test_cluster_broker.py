@@ -26,6 +26,7 @@ from service.broker.script import Published
 from tests.brokers.test_contract import (
     test_history_and_last_are_oldest_first,
     test_publish_returns_monotonic_stream_ids,
+    test_resume_reads_what_window_and_history_read,
     test_window_of_an_empty_room,
     test_window_says_when_a_last_id_points_before_trimmed_logs,
     test_window_spans_what_history_holds,
@@ -39,6 +40,7 @@ from tests.support.cluster import RedisClusterProcesses
 __all__ = [
     "test_history_and_last_are_oldest_first",
     "test_publish_returns_monotonic_stream_ids",
+    "test_resume_reads_what_window_and_history_read",
     "test_window_of_an_empty_room",
     "test_window_says_when_a_last_id_points_before_trimmed_logs",
     "test_window_spans_what_history_holds",

@@ -108,6 +108,33 @@ async def test_window_says_when_a_last_id_points_before_trimmed_logs(
     assert window.covers(keys[-1])
 
 
+async def test_resume_reads_what_window_and_history_read(
+    start_kind: StartBroker, room: str
+) -> None:
+    """A resume's one read (the Redis broker's script) answers what the two reads would."""
+    run = await start_kind(history_max=5)
+    broker = run.broker
+    assert await broker.resume(room, "0-0", 100) == (Window(None, None, trimmed=False), [])
+    ids = await broker.publish(room, logs(3))
+    both = (await broker.window(room), await broker.history(room, ids[0], 100))
+    assert both[1] == list(zip(ids[1:], logs(3)[1:], strict=True))
+    assert await broker.resume(room, ids[0], 100) == both
+    assert await broker.resume(room, ids[-1], 100) == (both[0], [])
+    assert await broker.resume(room, "18446744073709551615-18446744073709551615", 1) == (
+        both[0],
+        [],
+    )
+    for batch in range(7):  # past the bound: trimmed, and the first ids gone
+        ids += await broker.publish(room, logs(50, batch * 50))
+    trimmed = await broker.window(room)
+    assert trimmed.trimmed
+    for after, limit in ((ids[0], 100), (ids[-3], 100), (ids[-10], 4), ("0-0", 2)):
+        assert await broker.resume(room, after, limit) == (
+            trimmed,
+            await broker.history(room, after, limit),
+        )
+
+
 # -- how history is bounded: exactly in memory, by whole stream nodes in Redis ---------------------
 
 
