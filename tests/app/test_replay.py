@@ -10,18 +10,9 @@ import aiohttp
 from service.sse import Event
 from service.state import STATE
 from tests.support.aio import background
-from tests.support.factories import Client, MakeClient, auth, sample_log
+from tests.support.factories import MakeClient, auth, publish_logs, sample_log
 from tests.support.servers import RedisServer
 from tests.support.sse import Follower, SSEStream
-
-
-async def _publish(client: Client, room: str, start: int, count: int) -> list[str]:
-    ids: list[str] = []
-    for i in range(start, start + count):
-        r = await client.post(f"/api/v1/rooms/{room}/logs", json=sample_log(i), headers=auth())
-        assert r.status == 202, await r.text()
-        ids.extend((await r.json())["ids"])
-    return ids
 
 
 def _messages(events: list[Event]) -> list[str]:
@@ -32,7 +23,7 @@ async def test_last_event_id_replays_every_log_after_it_then_live(
     make_client: MakeClient, broker_kind: str, room: str
 ) -> None:
     client = await make_client(redis=broker_kind == "redis")
-    ids = await _publish(client, room, 0, 10)
+    ids = await publish_logs(client, room, 0, 10)
     async with client.get(
         f"/api/v1/rooms/{room}/logs", headers={**auth(), "Last-Event-ID": ids[3]}
     ) as resp:
@@ -42,7 +33,7 @@ async def test_last_event_id_replays_every_log_after_it_then_live(
         replayed = await sse.collect(6)
         assert _messages(replayed) == [f"log {i}" for i in range(4, 10)]
         assert [e.id for e in replayed] == ids[4:]
-        await _publish(client, room, 10, 2)
+        await publish_logs(client, room, 10, 2)
         assert _messages(await sse.collect(2)) == ["log 10", "log 11"]
 
 
@@ -50,7 +41,7 @@ async def test_last_event_id_query_parameter_works_like_the_header(
     make_client: MakeClient, broker_kind: str, room: str
 ) -> None:
     client = await make_client(redis=broker_kind == "redis")
-    ids = await _publish(client, room, 0, 4)
+    ids = await publish_logs(client, room, 0, 4)
     async with client.get(
         f"/api/v1/rooms/{room}/logs?lastEventId={ids[1]}", headers=auth()
     ) as resp:
@@ -63,7 +54,7 @@ async def test_history_n_sends_the_last_n_logs_first(
     make_client: MakeClient, broker_kind: str, room: str
 ) -> None:
     client = await make_client(redis=broker_kind == "redis")
-    await _publish(client, room, 0, 8)
+    await publish_logs(client, room, 0, 8)
     async with client.get(f"/api/v1/rooms/{room}/logs?history=3", headers=auth()) as resp:
         sse = SSEStream(resp)
         await sse.next()
@@ -75,7 +66,7 @@ async def test_an_id_older_than_the_window_gives_recovered_false_and_a_gap(
 ) -> None:
     # Redis trims `MAXLEN ~` by whole stream nodes (100 entries), so publish well past that.
     client = await make_client(redis=broker_kind == "redis", history_max=5)
-    ids = await _publish(client, room, 0, 1) + await _publish(client, room, 1, 250)
+    ids = await publish_logs(client, room, 0, 1) + await publish_logs(client, room, 1, 250)
     async with client.get(
         f"/api/v1/rooms/{room}/logs", headers={**auth(), "Last-Event-ID": ids[0]}
     ) as resp:
@@ -117,7 +108,7 @@ async def test_history_endpoint_pages_with_after_limit_and_next(
     make_client: MakeClient, broker_kind: str, room: str
 ) -> None:
     client = await make_client(redis=broker_kind == "redis")
-    ids = await _publish(client, room, 0, 7)
+    ids = await publish_logs(client, room, 0, 7)
     url = f"/api/v1/rooms/{room}/logs/history"
     seen: list[str] = []
     after: str | None = None

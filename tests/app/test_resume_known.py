@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from service.state import STATE
 from tests.support.aio import poll_until
-from tests.support.factories import Client, MakeClient, auth, sample_log
+from tests.support.factories import Client, MakeClient, auth, publish_logs
 from tests.support.servers import RedisServer
 from tests.support.sse import SSEStream
 
@@ -24,22 +24,13 @@ def _reads(redis_server: RedisServer) -> dict[str, int]:
     return counts
 
 
-async def _publish(client: Client, room: str, start: int, count: int) -> list[str]:
-    ids: list[str] = []
-    for i in range(start, start + count):
-        r = await client.post(f"/api/v1/rooms/{room}/logs", json=sample_log(i), headers=auth())
-        assert r.status == 202, await r.text()
-        ids.extend((await r.json())["ids"])
-    return ids
-
-
 async def _watch_then_leave(client: Client, room: str, count: int) -> list[str]:
     """A stream that gets `count` logs live, then leaves: the room has no stream any more."""
     url = f"/api/v1/rooms/{room}/logs"
     async with client.get(url, headers=auth()) as resp:
         sse = SSEStream(resp)
         assert (await sse.next()).event == "connected"
-        ids = await _publish(client, room, 0, count)
+        ids = await publish_logs(client, room, 0, count)
         assert [e.id for e in await sse.collect(count)] == ids
     hub = client.app[STATE].hub
 
@@ -59,7 +50,7 @@ async def _resume(client: Client, room: str, last_id: str, want: int) -> list[st
         assert connected.json()["recovered"] is True
         replayed: list[str | None] = [e.id for e in await sse.collect(want)] if want else []
         # Then live, with nothing between: the next log is the next event.
-        [live] = await _publish(client, room, 100, 1)
+        [live] = await publish_logs(client, room, 100, 1)
         assert (await sse.next()).id == live
         return [*replayed, live]
 
@@ -75,7 +66,7 @@ async def test_a_resume_at_the_newest_delivered_log_reads_nothing_and_goes_live(
         sse = SSEStream(resp)
         assert (await sse.next()).json()["recovered"] is True
         assert _reads(redis_server) == before
-        [live] = await _publish(client, room, 3, 1)
+        [live] = await publish_logs(client, room, 3, 1)
         assert (await sse.next()).id == live
     # One behind still reads its replay, and gets it all, then live.
     replayed = await _resume(client, room, ids[0], 3)
@@ -93,7 +84,7 @@ async def test_a_log_published_while_the_room_had_no_stream_is_replayed(
         return metrics.registry.get_sample_value("roomlogs_broker_messages_total") or 0.0
 
     before = received()
-    [unseen] = await _publish(client, room, 2, 1)  # nobody here is watching
+    [unseen] = await publish_logs(client, room, 2, 1)  # nobody here is watching
 
     async def came_in() -> bool:  # off the subscription: the room's position moved past ids
         return received() > before
@@ -134,7 +125,7 @@ async def test_after_a_lost_subscription_a_resume_reads_its_replay(
         assert await _resume(client, room, ids[-1], 0)
         assert _reads(redis_server)["evalsha"] >= reads["evalsha"] + 2  # resume + publish
     await cut()  # and with no stream of the room left
-    [missed] = await _publish(client, room, 2, 1)
+    [missed] = await publish_logs(client, room, 2, 1)
     reads = _reads(redis_server)
     got = await _resume(client, room, ids[-1], 2)
     assert got[1] == missed  # after the live log of the first resume

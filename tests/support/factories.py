@@ -80,3 +80,14 @@ def message(
         "metadata": {},
     }
     return message_from_log(room, None if seq is None else f"{ms}-{seq}", log, None, None)
+
+
+async def publish_logs(client: Client, room: str, start: int, count: int) -> list[str]:
+    """`count` single-log POSTs to `room` (`sample_log(start)`, …), one after another: the
+    ids the gateway answered, in order."""
+    ids: list[str] = []
+    for i in range(start, start + count):
+        r = await client.post(f"/api/v1/rooms/{room}/logs", json=sample_log(i), headers=auth())
+        assert r.status == 202, await r.text()
+        ids.extend((await r.json())["ids"])
+    return ids
