@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -142,6 +144,42 @@ async def run(args: argparse.Namespace) -> int:
         print(summarise(out, args.top))
         print(f"\ncollapsed stacks: {shown(out)}")
     return 0
+
+
+@contextlib.asynccontextmanager
+async def spying(pid: int, out: Path, cpu: int | None, rate: int = 250) -> AsyncIterator[None]:
+    """py-spy recording `pid` (on core `cpu`, the load generator's) while the body runs, its
+    collapsed stacks written to `out` and summarised on the way out; nothing without py-spy."""
+    spy = _py_spy()
+    if spy is None:
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [spy, "record", "--pid", str(pid), "--rate", str(rate),
+            "--format", "raw", "--output", str(out)]  # fmt: skip
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    await asyncio.sleep(1.0)  # py-spy attaching: no event tells when it samples
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            async with asyncio.timeout(30):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        _print_summary(out)
+
+
+def _print_summary(out: Path) -> None:
+    if out.exists():
+        print(summarise(out, 25), flush=True)
+        print(f"  collapsed stacks: {shown(out)}", flush=True)
 
 
 def _py_spy() -> str | None:

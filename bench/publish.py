@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import secrets
 import sys
@@ -49,6 +50,7 @@ from ._redis import PrivateRedis, flush_redis
 from .cases import systems_among
 from .metering import QuietCores
 from .pipes import HttpPipe, Load, Make, Options, RespPipe, Target, closed_loop, open_loop
+from .profile import spying
 from .publishers import LogFactory, NchanFeed, ScriptFeed, resp
 from .report_publish import (
     BATCH,
@@ -232,10 +234,12 @@ class Bench:
         say("roomlogs")
         self.add(await closed_loop(target, get_maker(system.port, "/healthz"), HEALTHZ,
                                    system.key, 0, opts))  # fmt: skip
-        one = await closed_loop(target, post, POST_ONE, system.key, 1, opts)
+        async with self.spy(system, "one"):
+            one = await closed_loop(target, post, POST_ONE, system.key, 1, opts)
         self.add(one)
         batch = roomlogs_post_maker(system.port, self.rooms, self.batches)
-        self.add(await closed_loop(target, batch, POST_BATCH, system.key, BATCH, opts))
+        async with self.spy(system, "batch"):
+            self.add(await closed_loop(target, batch, POST_BATCH, system.key, BATCH, opts))
         await self.quiet.wait(say)
         self.add(await open_loop(target, post, POST_ONE, system.key, one.requests_s / 2, opts))
         token = mint_token(SECRET, rooms=["*"], publish=["*"], ttl=6 * 3600, sub="bench")
@@ -246,6 +250,13 @@ class Bench:
                 self.redis.pid, system.cpu_seconds,
             )  # fmt: skip
             self.publisher(run)
+
+    def spy(self, system: System, load: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """`--profile one|batch`: py-spy on roomlogs through that closed loop."""
+        if self.args.profile != load or system.proc is None:
+            return contextlib.nullcontext()
+        out = RESULTS_DIR / f"publish-{self.args.started}-{load}-py-spy.txt"
+        return spying(system.proc.pid, out, self.args.client_cpu)
 
     async def minimal(self, system: System) -> None:
         say("minimal")
@@ -338,6 +349,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--client-cpu", type=int, default=1, help="core for load generator + redis")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/)")
+    p.add_argument(
+        "--profile", choices=("one", "batch"), default=None,
+        help="py-spy roomlogs through the single-log or the 100-log POST loop "
+        "(bench/results/publish-<timestamp>-<which>-py-spy.txt)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.seconds is None:
         args.seconds = 3.0 if args.quick else 8.0

@@ -1,18 +1,20 @@
-"""The publish script calls of one event-loop turn, sent to Redis in one pipeline.
+"""The publish script calls of one event-loop turn, sent to Redis as one script call.
 
 redis-py's cost per command is mostly its own Python around the round trip (a pooled
-connection taken and health-checked, a timeout armed, the reply read): ~4x what the same
-command costs inside a pipeline. Concurrent POSTs are many small publishes, so every call made
-during one loop turn is queued, and the turn after sends them together, on one connection, as
-one `EVALSHA` each: Redis runs them in that order (one room's order is the order of its calls),
-and each call is answered on its own, as soon as its reply is read: its ids, or its own error
-reply (IDEMPOTENCY_KEY_REUSED, a refusal). A failure of the pipeline itself (a lost connection,
-a timeout, no connection to be had) is raised to every call not answered yet, and the broker's
+connection taken and health-checked, a timeout armed, the command packed, the reply read):
+several times what Redis spends running it. Concurrent POSTs are many small publishes, so every
+call made during one loop turn is queued, and the turn after sends them together as one
+`EVALSHA` of `BATCH_PUBLISH_SCRIPT`, which runs `PUBLISH_SCRIPT`'s own code for each call in
+turn (one room's order is the order of its calls) and answers each on its own: its ids, or its
+own error (IDEMPOTENCY_KEY_REUSED, a refusal), the calls after it run all the same. A turn with
+more calls or logs than one script should run (Redis serves nobody else meanwhile) sends
+several, pipelined on one connection. A failure of the round trip itself (a lost connection, a
+timeout, no connection to be had) is raised to every call not answered yet, and the broker's
 `_call` decides for each, as for a lone command, whether it surely did not run.
 
-The replies are read with redis-py's connection API (`pack_commands`, `send_packed_command`,
-`read_response`, as its `Pipeline` does) rather than a `Pipeline`, which reads every reply
-before answering any and adds its own Python per command (~15 % more CPU per call, measured).
+The command is packed by hiredis (a C function; redis-py's asyncio client packs in Python)
+and sent and read with redis-py's connection API (`send_packed_command`, `read_response`, as
+its `Pipeline` does), which a `Pipeline` would wrap in more Python per command.
 """
 
 from __future__ import annotations
@@ -22,19 +24,24 @@ import copy
 from collections.abc import Sequence
 from typing import Any, Final
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from .script import ScriptRunner
 
-MAX_BATCH: Final = 256  # calls per pipeline; the rest go in the next one, after it
+MAX_CALLS: Final = 256  # calls per script call
+MAX_ARGS: Final = 1024  # their arguments (logs, mostly): a few milliseconds of Redis' time
+MAX_PIPELINE: Final = 16  # script calls per round trip; the rest go in the next one, after it
 
 
-def script_runner(client: aioredis.Redis, script: str, *, batched: bool) -> ScriptRunner:
-    """`script` registered with `client`, its calls batched per loop turn or each its own."""
-    registered = client.register_script(script)
-    return ScriptBatcher(client, registered) if batched else registered
+def script_runner(client: aioredis.Redis, script: str, batch: str | None) -> ScriptRunner:
+    """`script` registered with `client`, each call its own; or, with `batch` (the script
+    that runs several of its calls), the calls of a loop turn sent together."""
+    if batch is None:
+        return client.register_script(script)
+    return ScriptBatcher(client, client.register_script(batch))
 
 
 # A call's outcome: Redis' reply, or what it failed with and whether its whole pipeline did.
@@ -42,25 +49,29 @@ _Outcome = tuple[Any, Exception | None, bool]
 
 
 class _Call:
-    __slots__ = ("args", "future")
+    __slots__ = ("args", "future", "keys")
 
-    def __init__(self, args: list[Any], future: asyncio.Future[_Outcome]) -> None:
-        self.args = args  # EVALSHA's: numkeys, keys, args (the sha is prepended when sent)
+    def __init__(
+        self, keys: Sequence[Any], args: Sequence[Any], future: asyncio.Future[_Outcome]
+    ) -> None:
+        self.keys = keys
+        self.args = args
         self.future = future
 
 
 class ScriptBatcher:
-    """Called like redis-py's `AsyncScript` (`await batcher(keys=..., args=...)`)."""
+    """Called like redis-py's `AsyncScript` of the single-call script (`await batcher(keys=...,
+    args=...)`); runs the batch script."""
 
     def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
         self._client = client
-        self._script = script  # its sha, and its text to load after a NOSCRIPT
+        self._script = script  # the batch script: its sha, and its text to load after a NOSCRIPT
         self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         loop = asyncio.get_running_loop()
-        call = _Call([len(keys), *keys, *args], loop.create_future())
+        call = _Call(keys, args, loop.create_future())
         self._queued.append(call)
         if len(self._queued) == 1:
             # A task's first step runs after the callbacks already due this turn: the other
@@ -77,50 +88,51 @@ class ScriptBatcher:
         return reply
 
     async def _send(self) -> None:
-        batch, self._queued = self._queued, []
-        while batch:
-            now, batch = batch[:MAX_BATCH], batch[MAX_BATCH:]
+        chunks = _chunks(self._queued)
+        self._queued = []
+        while chunks:
+            now, chunks = chunks[:MAX_PIPELINE], chunks[MAX_PIPELINE:]
             await self._run(now)
 
-    async def _run(self, calls: list[_Call]) -> None:
+    async def _run(self, chunks: list[list[_Call]]) -> None:
         try:
-            missing = await self._pipeline(calls)
+            missing = await self._pipeline(chunks)
             if missing:
                 # Redis lost its scripts (a restart, SCRIPT FLUSH): NOSCRIPT ran nothing, so
                 # those calls are sent again once the script is loaded, as AsyncScript does.
                 self._script.sha = await self._client.script_load(self._script.script)
-                for call, reply in await self._pipeline(missing, last=True):
-                    _answer(call, reply)
+                for chunk, reply in await self._pipeline(missing, last=True):
+                    _answer(chunk, reply)
         except Exception as exc:
-            for call in calls:
-                if not call.future.done():
-                    call.future.set_result((None, exc, True))
+            for chunk in chunks:
+                for call in chunk:
+                    if not call.future.done():
+                        call.future.set_result((None, exc, True))
         except BaseException:  # cancelled (the loop is closing): so are the calls
-            for call in calls:
-                call.future.cancel()
+            for chunk in chunks:
+                for call in chunk:
+                    call.future.cancel()
             raise
 
-    async def _pipeline(self, calls: list[_Call], *, last: bool = False) -> list[Any]:
-        """Send `calls` at once on one pooled connection and answer each as its reply is read
-        (the first need not wait for Redis to run the last); returns the NOSCRIPT ones, or with
-        `last`, (call, reply) for them. redis-py's `Pipeline` would read every reply first."""
+    async def _pipeline(self, chunks: list[list[_Call]], *, last: bool = False) -> list[Any]:
+        """Send a script call per chunk at once on one pooled connection, and answer each
+        chunk's calls as its reply is read; returns the NOSCRIPT chunks, or with `last`,
+        (chunk, reply) for them."""
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             sha = self._script.sha
-            await conn.send_packed_command(
-                conn.pack_commands([("EVALSHA", sha, *call.args) for call in calls])
-            )
+            await conn.send_packed_command(b"".join(_packed(sha, chunk) for chunk in chunks))
             missing: list[Any] = []
-            for call in calls:
+            for chunk in chunks:
                 try:
                     reply = await conn.read_response()
-                except ResponseError as exc:  # an error reply: this call's own
+                except ResponseError as exc:  # an error reply: the whole script refused
                     reply = exc
                 if isinstance(reply, NoScriptError):
-                    missing.append((call, reply) if last else call)
+                    missing.append((chunk, reply) if last else chunk)
                 else:
-                    _answer(call, reply)
+                    _answer(chunk, reply)
             return missing
         except BaseException:
             # Replies left unread would answer the connection's next user: it goes.
@@ -130,13 +142,48 @@ class ScriptBatcher:
             await pool.release(conn)
 
 
-def _answer(call: _Call, reply: Any) -> None:
-    if call.future.done():
-        return  # its request was cancelled (the client left): the log is stored all the same
+def _chunks(calls: list[_Call]) -> list[list[_Call]]:
+    """`calls` in order, cut into script calls of at most MAX_CALLS calls and about MAX_ARGS
+    arguments (a call bigger than that alone in its own)."""
+    chunks: list[list[_Call]] = []
+    chunk: list[_Call] = []
+    args = 0
+    for call in calls:
+        size = len(call.args)
+        if chunk and (len(chunk) == MAX_CALLS or args + size > MAX_ARGS):
+            chunks.append(chunk)
+            chunk, args = [], 0
+        chunk.append(call)
+        args += size
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def _packed(sha: str, chunk: list[_Call]) -> bytes:
+    """EVALSHA of the batch script for `chunk` (its layout: BATCH_PUBLISH_SCRIPT)."""
+    keys: list[Any] = []
+    args: list[Any] = [len(chunk)]
+    for call in chunk:
+        keys += call.keys
+        args += (len(call.keys), len(call.args), *call.args)
+    return hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))  # type: ignore[no-any-return]
+
+
+def _answer(chunk: list[_Call], reply: Any) -> None:
+    """Each call of `chunk` its own reply, or all the error that refused the whole script."""
     if isinstance(reply, Exception):
-        call.future.set_result((None, reply, False))
+        replies: list[Any] = [reply] * len(chunk)
+        shared = len(chunk) > 1
     else:
-        call.future.set_result((reply, None, False))
+        replies, shared = reply, False
+    for call, own in zip(chunk, replies, strict=True):
+        if call.future.done():
+            continue  # its request was cancelled (the client left): the log is stored all the same
+        if isinstance(own, Exception):
+            call.future.set_result((None, own, shared))
+        else:
+            call.future.set_result((own, None, False))
 
 
 def _own(exc: Exception) -> Exception:

@@ -51,6 +51,7 @@ from .refusal import describe_refusal
 from .replicas import Replicas
 from .resume_script import RESUME_SCRIPT, parse_resume
 from .script import (
+    BATCH_PUBLISH_SCRIPT,
     PERMISSIONS_SCRIPT,
     PLAIN_SCRIPT,
     PUBLISH_SCRIPT,
@@ -87,7 +88,7 @@ class RedisBroker(Broker):
     permissions_script: ClassVar[str] = PERMISSIONS_SCRIPT
     # Errors after which a plain log's store is retried (the claims make a resend harmless).
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = CONNECTION_ERRORS
-    coalesce: ClassVar[bool] = True  # a loop turn's publishes in one pipeline (coalesce.py)
+    coalesce: ClassVar[bool] = True  # a loop turn's publishes in one script call (coalesce.py)
 
     def __init__(self, settings: Settings, events: BrokerEvents) -> None:
         super().__init__(events)
@@ -101,7 +102,9 @@ class RedisBroker(Broker):
         self._client_cert = settings.redis_tls_cert_file is not None
         self._sentinel: SentinelLink | None = None  # set by `_make_client` with Sentinel
         self._client: aioredis.Redis = self._make_client(settings)
-        self._script = script_runner(self._client, self.publish_script, batched=self.coalesce)
+        self._script = script_runner(
+            self._client, self.publish_script, BATCH_PUBLISH_SCRIPT if self.coalesce else None
+        )
         self._permissions = self._client.register_script(self.permissions_script)
         self._resume = self._client.register_script(RESUME_SCRIPT)
         self._plain = PlainStore(

@@ -37,34 +37,65 @@ end
 # nonce is this call's (redis-py resending the same call after a lost reply: the logs were
 # stored by this very publish); a fingerprint that differs is the error IDEMPOTENCY_KEY_REUSED.
 # Otherwise the key keeps "<fingerprint> <nonce> <id>,<id>..." for its TTL.
-PUBLISH_SCRIPT: Final = (
-    _PUBLISH_LOG
-    + """
-local first = 4
-if KEYS[3] then
-  first = 7
-  local prior = redis.call('GET', KEYS[3])
-  if prior then
-    local seen, nonce, stored = string.match(prior, '^(%S+) (%S+) (%S+)$')
-    if seen ~= ARGV[5] then
-      return redis.error_reply('IDEMPOTENCY_KEY_REUSED')
+# `publish_call` takes KEYS and ARGV as arguments, so that the batch script below runs the very
+# same code for each call it carries.
+_PUBLISH_CALL: Final = """
+local function publish_call(KEYS, ARGV)
+  local first = 4
+  if KEYS[3] then
+    first = 7
+    local prior = redis.call('GET', KEYS[3])
+    if prior then
+      local seen, nonce, stored = string.match(prior, '^(%S+) (%S+) (%S+)$')
+      if seen ~= ARGV[5] then
+        return redis.error_reply('IDEMPOTENCY_KEY_REUSED')
+      end
+      local ids = {}
+      if nonce ~= ARGV[6] then ids[1] = 'replayed' end
+      for id in string.gmatch(stored, '[^,]+') do ids[#ids + 1] = id end
+      return ids
     end
-    local ids = {}
-    if nonce ~= ARGV[6] then ids[1] = 'replayed' end
-    for id in string.gmatch(stored, '[^,]+') do ids[#ids + 1] = id end
-    return ids
   end
+  local ids = {}
+  for i = first, #ARGV do
+    ids[#ids + 1] = publish_log(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[i])
+  end
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  if KEYS[3] then
+    local value = ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. table.concat(ids, ',')
+    redis.call('SET', KEYS[3], value, 'EX', ARGV[4])
+  end
+  return ids
 end
-local ids = {}
-for i = first, #ARGV do
-  ids[#ids + 1] = publish_log(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[i])
+"""
+PUBLISH_SCRIPT: Final = _PUBLISH_LOG + _PUBLISH_CALL + "return publish_call(KEYS, ARGV)\n"
+
+# Several calls of PUBLISH_SCRIPT in one (broker/coalesce.py): KEYS holds each call's keys in
+# turn; ARGV[1] is the number of calls, then for each: its number of keys, its number of
+# arguments, its arguments. Returns one reply per call, in order: its ids, or its own error
+# (IDEMPOTENCY_KEY_REUSED, or a command that Redis refused, caught so that the calls after it
+# still run; the message keeps saying it came from inside a script, "on @user_script", as the
+# broker tells a refusal part-way through a script from one before it started).
+BATCH_PUBLISH_SCRIPT: Final = (
+    _PUBLISH_LOG
+    + _PUBLISH_CALL
+    + """
+local out = {}
+local k, a = 1, 2
+for c = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local keys, args = {}, {}
+  for i = 1, nk do keys[i] = KEYS[k + i - 1] end
+  for i = 1, na do args[i] = ARGV[a + 1 + i] end
+  k, a = k + nk, a + 2 + na
+  local ok, reply = pcall(publish_call, keys, args)
+  if not ok then
+    local message = type(reply) == 'table' and reply.err or tostring(reply)
+    reply = redis.error_reply(message .. ' (call ' .. c .. ' of a batch, on @user_script)')
+  end
+  out[c] = reply
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if KEYS[3] then
-  local value = ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. table.concat(ids, ',')
-  redis.call('SET', KEYS[3], value, 'EX', ARGV[4])
-end
-return ids
+return out
 """
 )
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from service.broker import BrokerUnavailable, KeyReused
+from service.broker import BrokerUnavailable, KeyReused, PublishOutcomeUnknown
 from service.broker.script import Published
 from tests.support.brokers import StartBroker
 from tests.support.factories import sample_log
@@ -108,3 +108,47 @@ async def test_one_call_or_more_than_a_pipeline_holds(
     ids = [i for r in results for i in r]
     assert len(ids) == calls
     assert _ids_in_order(ids)
+
+
+async def test_a_call_that_redis_refuses_fails_alone_and_the_next_calls_run(
+    redis_server: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    """One script call carries the turn's publishes: a command refused in one (here its
+    history key holds a string) is that call's error, and the calls after it are stored."""
+    broker = (await start_broker(redis_url=redis_server.url)).broker
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await client.set(f"room:{room}-bad:history", "not a stream")
+        outcomes = await asyncio.gather(
+            broker.publish_once(f"{room}-a", [_log(0)], "k-a", "s-a"),
+            broker.publish_once(f"{room}-bad", [_log(1)], "k-bad", "s-bad"),
+            broker.publish_once(f"{room}-b", [_log(2)], "k-b", "s-b"),
+            return_exceptions=True,
+        )
+        first, refused, after = outcomes
+        # Refused inside the script, which Redis does not roll back: said to be unknown, as
+        # a lone call's refusal is.
+        assert isinstance(refused, PublishOutcomeUnknown)
+        assert "WRONGTYPE" in str(refused)
+        assert isinstance(first, Published)
+        assert isinstance(after, Published)
+        assert await client.xlen(f"room:{room}-a:history") == 1
+        assert await client.xlen(f"room:{room}-b:history") == 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_turn_of_big_batches_is_cut_into_several_script_calls_in_order(
+    redis_server: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    """40 calls of 100 logs (beyond one script call's MAX_ARGS): every log stored once, in
+    the calls' order, each call told its own ids."""
+    broker = (await start_broker(redis_url=redis_server.url, history_max=10_000)).broker
+    batches = [[_log(100 * c + i) for i in range(100)] for c in range(40)]
+    results = await asyncio.gather(*(broker.publish(room, logs) for logs in batches))
+    assert [len(ids) for ids in results] == [100] * 40
+    ids = [i for r in results for i in r]
+    assert _ids_in_order(ids)
+    stored = await broker.history(room, None, 5000)
+    assert [i for i, _ in stored] == ids
+    assert [data for _, data in stored] == [log for logs in batches for log in logs]
