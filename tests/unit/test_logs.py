@@ -3,12 +3,21 @@ let through what the exact check refuses."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
-from service.logs import MAX_NESTING, encode_log, inexact_integer, nests_too_deep, normalize
+from service.logs import (
+    MAX_NESTING,
+    encode_log,
+    inexact_integer,
+    nests_too_deep,
+    normalize,
+    utc_now_iso,
+)
 from tests.support.factories import sample_log
 
 
@@ -96,3 +105,22 @@ def test_normalize_fills_in_what_is_missing_and_keeps_extra_fields() -> None:
     out = normalize(log, "2026-01-01T00:00:00.000Z")
     assert out == {**log, "metadata": {}, "timestamp": "2026-01-01T00:00:00.000Z"}
     assert normalize({**log, "metadata": None})["metadata"] == {}
+
+
+def test_utc_now_iso_is_now_to_the_millisecond_in_utc() -> None:
+    before = datetime.now(UTC)
+    text = utc_now_iso()
+    after = datetime.now(UTC)
+    assert len(text) == 24
+    assert text.endswith("Z")
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= stamp <= after
+
+
+def test_utc_now_iso_moves_on_with_the_clock() -> None:
+    """Formatted once per millisecond: the next millisecond is a new text."""
+    first = utc_now_iso()
+    start = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 == start:  # the clock, not a sleep: within 1 ms
+        pass
+    assert utc_now_iso() > first
