@@ -63,7 +63,9 @@ def goals(report: Report) -> list[Goal]:
     nchan = report.find("nchan", NCHAN_POST)
     batch = report.find("roomlogs", POST_BATCH)
     lat = next((x for x in report.latency if x.system == "roomlogs"), None)
-    pubs = [p for p in report.publisher if p.transport == "redis"]
+    # "By batching what is emitted": single-log `emit`s, batched by the Publisher itself (an
+    # `emit_many` batch is the caller's).
+    pubs = [p for p in report.publisher if p.transport == "redis" and p.per_call == 1]
     best = max(pubs, key=lambda p: p.logs_s) if pubs else None
 
     def at_least(v: float | None, g: float) -> bool | None:
@@ -87,9 +89,8 @@ def goals(report: Report) -> list[Goal]:
         Goal("p99 ms of single-log POST at half its max rate", p99, ".2f", "< 5 ms",
              None if p99 is None else p99 < 5),
         Goal(
-            "Publisher logs/s, one process"
-            + (f" (best: {'emit' if best.per_call == 1 else f'emit_many x{best.per_call}'},"
-               f" {best.concurrency} at once)" if best else ""),
+            "Publisher logs/s, one process, single-log `emit`s"
+            + (f" ({best.concurrency} at once)" if best else ""),
             best_logs, ",.0f", "≥ 50,000", at_least(best_logs, 50_000),
         ),
     ]  # fmt: skip

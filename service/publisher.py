@@ -22,6 +22,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from .broker.envelope import read_secret
 from .broker.script import PUBLISH_SCRIPT, store_and_publish
 from .logs import normalize
+from .publisher_batches import MAX_BATCH, Batches
 from .rooms import is_valid_room_id
 
 # Answers after which a retry with the same key is safe and may succeed: the load balancer
@@ -60,9 +61,17 @@ class Publisher:
         max_message_bytes: int = 65536,
         attempts: int = 5,
         redis_options: Mapping[str, Any] | None = None,
+        max_batch: int = MAX_BATCH,
+        max_pending: int = 10_000,
+        linger: float = 0.0,
     ) -> None:
         """`redis_options`: more of redis-py's connection arguments, e.g. a `Settings`'
-        `redis_options` (the REDIS_TLS_* files)."""
+        `redis_options` (the REDIS_TLS_* files).
+
+        What is emitted to a room while its previous send is on the way goes together in its
+        next one, up to `max_batch` logs (publisher_batches.py); at most `max_pending` logs
+        wait or are on the way, then `emit` waits. `linger` (seconds, 0 by default) holds each
+        send back that long to gather more."""
         if (redis_url is None) == (url is None):
             raise ValueError("give exactly one of redis_url= or url=")
         self._redis = (
@@ -78,6 +87,14 @@ class Publisher:
         self._max_bytes = max_message_bytes
         self._attempts = max(1, attempts)
         self._backoff = ExponentialWithJitterBackoff(cap=2.0, base=0.1)
+        self._batches = Batches(
+            self._send, max_batch=max_batch, max_pending=max_pending, linger=linger
+        )
+
+    @property
+    def pending(self) -> int:
+        """Logs emitted and not yet answered (queued or on the way), at most `max_pending`."""
+        return self._batches.pending
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -86,6 +103,8 @@ class Publisher:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Send what is still queued, then close the connections."""
+        await self._batches.drain()
         if self._redis is not None:
             await self._redis.aclose()
         if self._http is not None:
@@ -112,6 +131,8 @@ class Publisher:
         return (await self.emit_many(room, [log]))[0]
 
     async def emit_many(self, room: str, logs: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Publish `logs` together, in order, after what was emitted to `room` before;
+        returns their stream ids."""
         if not is_valid_room_id(room):
             raise PublishError(f"invalid room id {room!r}")
         encoded = []
@@ -120,6 +141,12 @@ class Publisher:
             if len(data) > self._max_bytes:
                 raise PublishError(f"a log is over {self._max_bytes} bytes")
             encoded.append(data)
+        if not encoded:
+            return []
+        return await self._batches.put(room, encoded)
+
+    async def _send(self, room: str, encoded: list[bytes]) -> list[str]:
+        """One send: the publish script over Redis, or a POST with its Idempotency-Key."""
         if self._redis is not None and self._script is not None:
             try:
                 if self._secret is None:
