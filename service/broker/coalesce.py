@@ -12,6 +12,9 @@ several, pipelined on one connection. A failure of the round trip itself (a lost
 timeout, no connection to be had) is raised to every call not answered yet, and the broker's
 `_call` decides for each, as for a lone command, whether it surely did not run.
 
+Resuming streams' reads go the same way (`BATCH_RESUME_SCRIPT`, at most 32 to a call, each
+answering a page of logs): a storm's handshakes arrive together too.
+
 The command is packed by hiredis (a C function; redis-py's asyncio client packs in Python)
 and sent and read with redis-py's connection API (`send_packed_command`, `read_response`, as
 its `Pipeline` does), which a `Pipeline` would wrap in more Python per command.
@@ -36,12 +39,15 @@ MAX_ARGS: Final = 1024  # their arguments (logs, mostly): a few milliseconds of 
 MAX_PIPELINE: Final = 16  # script calls per round trip; the rest go in the next one, after it
 
 
-def script_runner(client: aioredis.Redis, script: str, batch: str | None) -> ScriptRunner:
+def script_runner(
+    client: aioredis.Redis, script: str, batch: str | None, *, max_calls: int = MAX_CALLS
+) -> ScriptRunner:
     """`script` registered with `client`, each call its own; or, with `batch` (the script
-    that runs several of its calls), the calls of a loop turn sent together."""
+    that runs several of its calls: `script.batch_script`), the calls of a loop turn sent
+    together, at most `max_calls` in one."""
     if batch is None:
         return client.register_script(script)
-    return ScriptBatcher(client, client.register_script(batch))
+    return ScriptBatcher(client, client.register_script(batch), max_calls=max_calls)
 
 
 # A call's outcome: Redis' reply, or what it failed with and whether its whole pipeline did.
@@ -63,8 +69,11 @@ class ScriptBatcher:
     """Called like redis-py's `AsyncScript` of the single-call script (`await batcher(keys=...,
     args=...)`); runs the batch script."""
 
-    def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
+    def __init__(
+        self, client: aioredis.Redis, script: AsyncScript, *, max_calls: int = MAX_CALLS
+    ) -> None:
         self._client = client
+        self._max_calls = max_calls
         self._script = script  # the batch script: its sha, and its text to load after a NOSCRIPT
         self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -88,7 +97,7 @@ class ScriptBatcher:
         return reply
 
     async def _send(self) -> None:
-        chunks = _chunks(self._queued)
+        chunks = _chunks(self._queued, self._max_calls)
         self._queued = []
         while chunks:
             now, chunks = chunks[:MAX_PIPELINE], chunks[MAX_PIPELINE:]
@@ -142,15 +151,15 @@ class ScriptBatcher:
             await pool.release(conn)
 
 
-def _chunks(calls: list[_Call]) -> list[list[_Call]]:
-    """`calls` in order, cut into script calls of at most MAX_CALLS calls and about MAX_ARGS
-    arguments (a call bigger than that alone in its own)."""
+def _chunks(calls: list[_Call], max_calls: int) -> list[list[_Call]]:
+    """`calls` in order, cut into script calls of at most `max_calls` calls and about
+    MAX_ARGS arguments (a call bigger than that alone in its own)."""
     chunks: list[list[_Call]] = []
     chunk: list[_Call] = []
     args = 0
     for call in calls:
         size = len(call.args)
-        if chunk and (len(chunk) == MAX_CALLS or args + size > MAX_ARGS):
+        if chunk and (len(chunk) == max_calls or args + size > MAX_ARGS):
             chunks.append(chunk)
             chunk, args = [], 0
         chunk.append(call)

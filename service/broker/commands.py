@@ -40,7 +40,7 @@ class RedisCommands(Broker):
     _keys: KeySpace
     _script: ScriptRunner
     _permissions: AsyncScript
-    _resume: AsyncScript
+    _resume: ScriptRunner
     _replicas: Replicas | None
     _history_max: int
     _history_ttl: int

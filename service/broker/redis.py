@@ -42,7 +42,7 @@ from .keeper import PlainKeeper
 from .keys import PLAIN, KeySpace, room_from_channel
 from .plain import PlainStore
 from .replicas import Replicas
-from .resume_script import RESUME_SCRIPT
+from .resume_script import BATCH_RESUME_SCRIPT, RESUME_SCRIPT, RESUMES_PER_CALL
 from .script import (
     BATCH_PUBLISH_SCRIPT,
     PERMISSIONS_SCRIPT,
@@ -91,7 +91,12 @@ class RedisBroker(RedisCommands):
             self._client, self.publish_script, BATCH_PUBLISH_SCRIPT if self.coalesce else None
         )
         self._permissions = self._client.register_script(self.permissions_script)
-        self._resume = self._client.register_script(RESUME_SCRIPT)
+        self._resume = script_runner(
+            self._client,
+            RESUME_SCRIPT,
+            BATCH_RESUME_SCRIPT if self.coalesce else None,
+            max_calls=RESUMES_PER_CALL,
+        )
         self._plain = PlainStore(
             self._client,
             self._keys,

@@ -70,25 +70,32 @@ end
 """
 PUBLISH_SCRIPT: Final = _PUBLISH_LOG + _PUBLISH_CALL + "return publish_call(KEYS, ARGV)\n"
 
-# Several calls of PUBLISH_SCRIPT in one (broker/coalesce.py): KEYS holds each call's keys in
-# turn; ARGV[1] is the number of calls, then for each: its number of keys, its number of
-# arguments, its arguments. Returns one reply per call, in order: its ids, or its own error
-# (IDEMPOTENCY_KEY_REUSED, or a command that Redis refused, caught so that the calls after it
-# still run; the message keeps saying it came from inside a script, "on @user_script", as the
-# broker tells a refusal part-way through a script from one before it started).
-BATCH_PUBLISH_SCRIPT: Final = (
-    _PUBLISH_LOG
-    + _PUBLISH_CALL
-    + """
-local out = {}
+
+def batch_script(functions: str, call: str, *, shebang: str = "") -> str:
+    """A script that runs several calls of the script `return <call>(KEYS, ARGV)` in one
+    (broker/coalesce.py), with the very same Lua function `call` (defined in `functions`).
+
+    KEYS holds each call's keys in turn; ARGV[1] is the number of calls, then for each: its
+    number of keys, its number of arguments, its arguments. Returns one reply per call, in
+    order: its own, or its own error (one it returns, such as IDEMPOTENCY_KEY_REUSED, or a
+    command Redis refused, caught so that the calls after it still run; the message keeps
+    saying it came from inside a script, "on @user_script", as the broker tells a refusal
+    part-way through a script from one before it started).
+    """
+    head = f"{shebang}\n" if shebang else ""
+    return (
+        head
+        + functions
+        + f"""
+local out = {{}}
 local k, a = 1, 2
 for c = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local keys, args = {}, {}
+  local keys, args = {{}}, {{}}
   for i = 1, nk do keys[i] = KEYS[k + i - 1] end
   for i = 1, na do args[i] = ARGV[a + 1 + i] end
   k, a = k + nk, a + 2 + na
-  local ok, reply = pcall(publish_call, keys, args)
+  local ok, reply = pcall({call}, keys, args)
   if not ok then
     local message = type(reply) == 'table' and reply.err or tostring(reply)
     reply = redis.error_reply(message .. ' (call ' .. c .. ' of a batch, on @user_script)')
@@ -97,7 +104,10 @@ for c = 1, tonumber(ARGV[1]) do
 end
 return out
 """
-)
+    )
+
+
+BATCH_PUBLISH_SCRIPT: Final = batch_script(_PUBLISH_LOG + _PUBLISH_CALL, "publish_call")
 
 # A plain PUBLISH, stored once however many gateways received it (broker/plain.py says how).
 # KEYS[1] history stream, KEYS[2] live channel, KEYS[3] the claim of this payload; ARGV[1]

@@ -152,3 +152,35 @@ async def test_a_turn_of_big_batches_is_cut_into_several_script_calls_in_order(
     stored = await broker.history(room, None, 5000)
     assert [i for i, _ in stored] == ids
     assert [data for _, data in stored] == [log for logs in batches for log in logs]
+
+
+async def test_concurrent_resumes_in_one_script_call_each_get_their_own_room(
+    redis_server: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    """A storm's resumes of one loop turn share a script call (BATCH_RESUME_SCRIPT): each
+    gets its own room's window and page, as a lone read gives them; a room without history
+    is an empty window, not an error for the others."""
+    broker = (await start_broker(redis_url=redis_server.url)).broker
+    rooms = [f"{room}-{r}" for r in range(6)]
+    for r, name in enumerate(rooms[:-1]):
+        await broker.publish(name, [_log(100 * r + i) for i in range(r + 3)])
+    alone = {name: await broker.window(name) for name in rooms}
+    firsts = {name: (w.oldest or "0-0") for name, w in alone.items()}
+    await broker.resume(rooms[0], firsts[rooms[0]], 2)  # Redis knows the script (no NOSCRIPT)
+    before = _evalsha_calls(redis_server)
+    together = await asyncio.gather(
+        *(broker.resume(name, firsts[name], 2) for name in rooms for _ in range(3))
+    )
+    assert _evalsha_calls(redis_server) - before == 1
+    for i, (window, page) in enumerate(together):
+        name = rooms[i // 3]
+        assert window == alone[name]
+        expected = (await broker.history(name, firsts[name], 2)) if window.oldest else []
+        assert page == expected
+
+
+def _evalsha_calls(redis_server: RedisServer) -> int:
+    for line in redis_server.cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split(":", 1)[1].split(",")[0].removeprefix("calls="))
+    return 0
