@@ -300,7 +300,10 @@ class StormBench:
         ports = {s.local_port for s in streams}
         for s in streams:
             s.close()
+        let_go_at = time.monotonic()
         held = await self._let_go(system.port, ports)
+        say(f"  the server let go of {len(ports) - held:,} of {len(ports):,} aborted streams "
+            f"in {time.monotonic() - let_go_at:.1f}s")  # fmt: skip
         if held:
             run.notes.append(f"{held} aborted connections still held by the server at the storm")
         spy = await self._spy(system)
