@@ -8,7 +8,8 @@ Its worker can crash and be respawned by the master without the process tree cha
 `worker_crashes` reads them from nginx's error log, so a case can say so instead of only
 seeing connections reset. Debian's nchan 1.3.6 aborts on a `Last-Event-ID` whose channel no
 longer holds any message (`spool.c` `MSG_INVALID` assertion, nchan issues #534/#676, fixed
-upstream in 1.3.7): every respawned worker then crashes again on the next such resume.
+by upstream commit 7765ec1, in 1.3.7): every respawned worker then crashes again on the next
+such resume.
 """
 
 from __future__ import annotations
