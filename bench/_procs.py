@@ -146,6 +146,22 @@ def established_inodes(port: int) -> set[int]:
     return inodes
 
 
+def established_peers(port: int) -> set[int]:
+    """The peer ports of the ESTABLISHED TCP connections whose local port is `port`: which
+    clients a server still holds, told apart from its other connections (nchan's publisher
+    keeps one open to the same port), from /proc/net/tcp and tcp6."""
+    peers: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] != "01":  # 01: ESTABLISHED
+                    continue
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    peers.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return peers
+
+
 def owners_of_ports(pids: Sequence[int], ports: set[int]) -> dict[int, int]:
     """Local TCP port -> the process among `pids` holding that socket, for the ESTABLISHED
     connections of `ports` (a Redis client's port in `CLIENT LIST` names its process)."""

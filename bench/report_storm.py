@@ -93,11 +93,12 @@ def markdown(runs: Sequence[SystemRun]) -> str:
     for r in runs:
         m = r.median
         if m is None:
+            failed = any(n.startswith("failed") for n in r.notes)
             out.append(
                 f"| {r.system} | {r.streams:,} | {_yes(r.auth)} | {_yes(r.resumes)} | "
-                f"{fmt(r.connect_s, '.1f')} | {fmt(r.rss_per_stream_kib, '.2f')} | 0 |"
-                + " n/a |"
-                * 11
+                f"{fmt(r.connect_s, '.1f')} | {fmt(r.rss_per_stream_kib, '.2f')} | "
+                + ("0, **failed** (notes) |" if failed else "0 |")
+                + " n/a |" * 11
             )
             continue
         out.append(

@@ -3,11 +3,19 @@
 Logs are published to its HTTP publisher location (nchan does not read plain Redis channels:
 its Redis mode has its own key layout and scripts), so its CPU also covers parsing one small
 POST per log, which is per log, not per delivery.
+
+Its worker can crash and be respawned by the master without the process tree changing:
+`worker_crashes` reads them from nginx's error log, so a case can say so instead of only
+seeing connections reset. Debian's nchan 1.3.6 aborts on a `Last-Event-ID` whose channel no
+longer holds any message (`spool.c` `MSG_INVALID` assertion, nchan issues #534/#676, fixed
+by upstream commit 7765ec1, in 1.3.7): every respawned worker then crashes again on the next
+such resume.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,9 +38,34 @@ class Nchan(System):
     # nchan says `: hi` once the subscriber is registered on the channel.
     framing = Framing.lines(b"\n", b": hi\n")
 
+    def __init__(
+        self,
+        redis_url: str,
+        workdir: Path,
+        cpus: str | None,
+        streams: int,
+        message_timeout_s: int = 60,
+    ) -> None:
+        super().__init__(redis_url, workdir, cpus, streams)
+        # How long a published message stays in the buffer (what a resumed stream replays):
+        # 60 s bounds the memory of the rate steps; the storm holds them for its whole run.
+        self.message_timeout_s = message_timeout_s
+
     @property
     def uses_redis(self) -> bool:
         return False
+
+    @property
+    def error_log(self) -> Path:
+        return self.workdir / f"nginx-{self.port}" / "logs" / "error.log"
+
+    def worker_crashes(self) -> tuple[int, str | None]:
+        """How many times a worker died on a signal so far, and the first assertion seen."""
+        try:
+            text = self.error_log.read_text(errors="replace")
+        except OSError:
+            return 0, None
+        return crashes_in(text)
 
     def feed(self, rooms: Sequence[str]) -> Feed:
         return NchanFeed(self.port, rooms)
@@ -75,7 +108,7 @@ class Nchan(System):
                         nchan_publisher;
                         nchan_channel_id $1;
                         nchan_message_buffer_length 100;
-                        nchan_message_timeout 60s;
+                        nchan_message_timeout {self.message_timeout_s}s;
                     }}
                     location = /healthz {{
                         default_type application/json;
@@ -94,6 +127,16 @@ class Nchan(System):
         path.write_text(self.config())
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         return [nginx, "-c", str(path), "-p", str(self.workdir / f"nginx-{self.port}")]
+
+
+CRASH: Final = re.compile(r"worker process \d+ exited on signal (\d+)")
+ASSERTION: Final = re.compile(r"([\w/.]+\.c:\d+: \w+: Assertion .*? failed\.)")
+
+
+def crashes_in(error_log: str) -> tuple[int, str | None]:
+    """The worker deaths in an nginx error log, and the first assertion that caused one."""
+    assertion = ASSERTION.search(error_log)
+    return len(CRASH.findall(error_log)), assertion.group(1) if assertion else None
 
 
 def without_missing_nchan(systems: list[str]) -> list[str]:

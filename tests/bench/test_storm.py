@@ -7,7 +7,7 @@ import asyncio
 
 from bench.reader import LF_CONNECTED, Recorder
 from bench.report_storm import StormRun, SystemRun, markdown
-from bench.storm import ResumingStream, last_id, with_last_event_id
+from bench.resuming import ResumingStream, last_id, with_last_event_id
 
 
 def test_the_last_complete_id_line_is_read() -> None:
@@ -91,5 +91,13 @@ def test_a_failed_system_is_a_row_of_n_a() -> None:
     failed = SystemRun("nchan", "nchan", 10, True, False)
     failed.notes.append("failed: it did not start")
     text = markdown([failed])
-    assert "| nchan | 10 | no | yes |" in text
+    assert "| nchan | 10 | no | yes | n/a | n/a | 0, **failed** (notes) | n/a |" in text
     assert "- nchan: failed: it did not start" in text
+
+
+def test_a_system_that_failed_in_its_storm_keeps_what_was_measured_before() -> None:
+    failed = SystemRun("nchan", "nchan", 10, True, False, connect_s=2.0, rss_per_stream_kib=9.9)
+    failed.notes += ["failed: 7 of 10 streams failed", "nchan's worker crashed 3 times (x)"]
+    text = markdown([failed])
+    assert "| nchan | 10 | no | yes | 2.0 | 9.90 | 0, **failed** (notes) | n/a |" in text
+    assert "- nchan: nchan's worker crashed 3 times (x)" in text
