@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import gc
 import secrets
-import signal
 import sys
 import time
 from collections import Counter
@@ -52,7 +51,7 @@ from ._procs import established_peers, pin_load_generator, raise_nofile
 from ._redis import PrivateRedis, flush_redis
 from .cases import systems_among
 from .metering import QuietCores, UsageMeter
-from .profile import _py_spy, summarise
+from .profile import spying
 from .publishers import Feed, LogFactory
 from .reader import KeepingStream, Pool, Recorder, check_framing
 from .report_storm import StormRun, SystemRun, markdown
@@ -306,18 +305,15 @@ class StormBench:
             f"in {time.monotonic() - let_go_at:.1f}s")  # fmt: skip
         if held:
             run.notes.append(f"{held} aborted connections still held by the server at the storm")
-        spy = await self._spy(system)
-        meter = UsageMeter(system.cpu_seconds, self.redis.pid)
-        meter.start()
-        t0 = time.perf_counter()
-        try:
+        async with self._spy(system):
+            meter = UsageMeter(system.cpu_seconds, self.redis.pid)
+            meter.start()
+            t0 = time.perf_counter()
             fresh, retries = await self._connect(
                 system, requests, resume, wants, opts.storm_concurrency, opts.limit_s
             )
             last = max(s.done_at for s in fresh)
             usage = meter.stop()
-        finally:
-            await self._unspy(spy)
         wall = last - t0
         per_stream = sorted((s.done_at - s.started) * 1e3 for s in fresh)
         await asyncio.sleep(0.3)  # a duplicate sent after the handshake shows up here
@@ -341,37 +337,12 @@ class StormBench:
         )
         return storm, fresh
 
-    async def _spy(self, system: System) -> asyncio.subprocess.Process | None:
+    def _spy(self, system: System) -> contextlib.AbstractAsyncContextManager[None]:
         """`--profile`: py-spy recording roomlogs through the storm (on the load generator's
         core), as `bench.profile` runs it."""
-        spy = _py_spy()
-        if not self.args.profile or system.key != "roomlogs" or system.proc is None or not spy:
-            return None
-        self.args.profile_out.parent.mkdir(parents=True, exist_ok=True)
-        argv = [spy, "record", "--pid", str(system.proc.pid), "--rate", "250",
-                "--format", "raw", "--output", str(self.args.profile_out)]  # fmt: skip
-        if self.args.client_cpu is not None:
-            argv = ["taskset", "-c", str(self.args.client_cpu), *argv]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-        )
-        await asyncio.sleep(1.0)  # py-spy attaching: no event tells when it samples
-        return proc
-
-    async def _unspy(self, proc: asyncio.subprocess.Process | None) -> None:
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        try:
-            async with asyncio.timeout(30):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        out = self.args.profile_out
-        if out.exists():
-            say(summarise(out, 25))
-            say(f"  collapsed stacks: {shown(out)}")
+        if not self.args.profile or system.key != "roomlogs" or system.proc is None:
+            return contextlib.nullcontext()
+        return spying(system.proc.pid, self.args.profile_out, self.args.client_cpu)
 
     async def _live(self, feed: Feed, logs: LogFactory, streams: Sequence[ResumingStream]) -> int:
         """One more log per room: how many streams get it (all live after the storm)."""
