@@ -101,3 +101,32 @@ def test_no_grant_is_served_cache_seconds_after_it_was_checked() -> None:
     assert cache.get(b"k", start + 300.0) is None
     cache.put(b"k", grant, start + 300.0)
     assert cache.get(b"k", start + 10_000.0) is None  # idle for long: both generations go
+
+
+def test_a_full_cache_keeps_both_halves_into_the_next_period() -> None:
+    """A storm of reconnects a minute after its streams opened: the older half of a cache
+    filled within one period is still served in the next (it was put less than
+    CACHE_SECONDS ago), and goes at the end of that one."""
+    cache = TokenCache(size=4, seconds=300.0, leeway=0.0)
+    grant = Grant(frozenset(), frozenset(), expires_at=math.inf)
+    start = 150.0 * 10_000_000
+    keys = [b"k%d" % i for i in range(4)]
+    for i, key in enumerate(keys):
+        cache.put(key, grant, start + 100.0 + i)  # late in one period: two generations
+    later = start + 160.0  # the next period
+    assert all(cache.get(key, later) is grant for key in keys)
+    assert cache.digests() == keys
+    assert all(cache.get(key, start + 299.9) is grant for key in keys)
+    assert all(cache.get(key, start + 300.0) is None for key in keys)
+
+
+def test_a_grant_put_in_a_later_period_outlives_the_older_generations() -> None:
+    cache = TokenCache(size=100, seconds=300.0, leeway=0.0)
+    grant = Grant(frozenset(), frozenset(), expires_at=math.inf)
+    start = 150.0 * 10_000_000
+    cache.put(b"early", grant, start + 1.0)
+    cache.put(b"late", grant, start + 151.0)  # next period: a generation of its own
+    assert cache.get(b"early", start + 299.0) is grant
+    assert cache.get(b"early", start + 300.0) is None
+    assert cache.get(b"late", start + 449.9) is grant
+    assert cache.get(b"late", start + 450.0) is None
