@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import tcp_options
 from ._head_timeout import HeadTimeoutRunner
 from .app import create_app, print_dev_token
 from .auth import SHORT_HS_KEY
@@ -131,6 +132,8 @@ async def _main(settings: Settings, reuse_port: bool) -> None:
             f"cannot listen on {settings.listen_host}:{settings.port}: "
             f"{_reason(exc)} (LISTEN_HOST, PORT)"
         ) from None
+    # Inherited by every accepted socket: no setsockopt per stream (tcp_options.py).
+    app[STATE].listeners_timed = tcp_options.set_on_listeners(site)
     log.info(
         "roomlogs listening on http://%s:%d (broker: %s, pid %d)",
         settings.listen_host,

@@ -28,6 +28,9 @@ class AppState:
     # The ephemeral dev secret when no key is configured (None otherwise).
     dev_secret: str | None = None
     draining: bool = False
+    # The listening sockets carry TCP_USER_TIMEOUT (`roomlogs serve`, Linux): every accepted
+    # socket inherits it, and a stream need not set it on its own (tcp_options.py).
+    listeners_timed: bool = False
     # The broker's reads of opening streams, identical ones sent once (a reconnect storm).
     reads: SharedReads = field(init=False)
 

@@ -17,29 +17,24 @@ stream's end, and aiohttp hears of the connection's loss from the stream's `Conn
 
 `LogStreamResponse` is ours rather than aiohttp-sse's `EventSourceResponse`: that class is
 made for a handler that stays (its ping task, `wait()`), and what a handed-off stream would
-keep of it is four headers and TCP_USER_TIMEOUT, set here without its private method.
+keep of it is four headers and TCP_USER_TIMEOUT, set here without its private method (or,
+under `roomlogs serve`, inherited from the listening socket: tcp_options.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Mapping
-from typing import Final
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from .. import tcp_options
 from ..connection import ParkedConnection
 from ..subscriber import Subscriber
 
 log = logging.getLogger("service.stream")
-
-# Unacknowledged data older than this makes the kernel abort the connection (Linux): a hung
-# peer is noticed at the first heartbeat it does not acknowledge, not when buffers fill.
-SEND_TIMEOUT_MS: Final = 120_000
-_TCP_USER_TIMEOUT: Final = getattr(socket, "TCP_USER_TIMEOUT", None)
 
 _announced: bool | None = None
 
@@ -55,8 +50,10 @@ class LogStreamResponse(web.StreamResponse):
     # write, the stream's `connected` (and replay), in one send instead of two.
     _send_headers_immediately = False
 
-    def __init__(self, headers: Mapping[str, str]) -> None:
+    def __init__(self, headers: Mapping[str, str], *, user_timeout: bool = True) -> None:
         super().__init__(status=200, headers=headers)
+        # Whether its socket needs TCP_USER_TIMEOUT set (False: inherited from the listener).
+        self._user_timeout = user_timeout
         self.content_type = "text/event-stream"
         self.headers["Cache-Control"] = "no-cache"
         self.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
@@ -66,21 +63,14 @@ class LogStreamResponse(web.StreamResponse):
         # aiohttp calls `prepare` again after the handler returned (`finish_response`); the
         # base class hands back the writer of a prepared response then.
         if not self.prepared:
-            _set_tcp_user_timeout(request.transport)
+            if self._user_timeout:
+                tcp_options.set_on_transport(request.transport)
             self.enable_chunked_encoding()
         return await super().prepare(request)
 
     async def write_eof(self, data: bytes = b"") -> None:
         if not self.handed_off:
             await super().write_eof(data)
-
-
-def _set_tcp_user_timeout(transport: asyncio.Transport | None) -> None:
-    if _TCP_USER_TIMEOUT is None or transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, SEND_TIMEOUT_MS)
 
 
 def can_detach(request: web.Request) -> bool:

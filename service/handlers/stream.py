@@ -98,7 +98,7 @@ async def _stream(
     state.hub.add(sub)
     state.metrics.connections.inc()
     state.metrics.rooms.set(state.hub.room_count)
-    resp = LogStreamResponse(stream_headers(request, state))
+    resp = LogStreamResponse(stream_headers(request, state), user_timeout=not state.listeners_timed)
     # A stream always ends with this side closing the connection; saying so up front keeps a
     # load balancer from putting it back in its keep-alive pool and sending a request down it.
     resp.force_close()
