@@ -89,9 +89,17 @@ def _room_set(value: Any) -> frozenset[str]:
 
 
 # Verified tokens kept, at most, and for how long at most (a JWKS key rotated out stops being
-# trusted within this, even for a token that has not expired).
+# trusted within this, even for a token that has not expired). At least twice MAX_CONNECTIONS:
+# the cache always holds the newest half of what it can hold, so a reconnect storm of every
+# stream this process can serve finds each token it checked in the last CACHE_SECONDS. Sized
+# at the streams themselves, a storm of one more token than the cache holds missed them all
+# (`bench.storm`: 10,000 streams and the warm-up's 10 tokens, ~120 µs of PyJWT a handshake).
 CACHE_SIZE = 10_000
 CACHE_SECONDS = 300.0
+
+
+def cache_size(max_connections: int) -> int:
+    return max(CACHE_SIZE, 2 * max_connections)
 
 
 def cache_key(token: str) -> bytes:
@@ -108,7 +116,8 @@ class TokenVerifier:
     token expires (bounded by CACHE_SECONDS and CACHE_SIZE); refusals are never kept."""
 
     def __init__(self, settings: Settings, secret: str | None = None) -> None:
-        self._cache = TokenCache(size=CACHE_SIZE, seconds=CACHE_SECONDS, leeway=settings.jwt_leeway)
+        self._size = cache_size(settings.max_connections)
+        self._cache = TokenCache(size=self._size, seconds=CACHE_SECONDS, leeway=settings.jwt_leeway)
         # One frozenset per distinct room set among the kept grants: a room's viewers hold
         # tokens with the same `rooms` claim, and a frozenset is ~220 bytes.
         self._sets: dict[frozenset[str], frozenset[str]] = {}
@@ -129,7 +138,7 @@ class TokenVerifier:
         if hit is not None:
             return hit
         grant = await self._verify(token)
-        if len(self._sets) >= CACHE_SIZE:
+        if len(self._sets) >= self._size:
             self._sets.clear()  # only sharing is lost
         rooms = self._sets.setdefault(grant.rooms, grant.rooms)
         publish = self._sets.setdefault(grant.publish, grant.publish)

@@ -64,7 +64,7 @@ async def test_refusals_are_not_kept_and_the_cache_is_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(auth, "CACHE_SIZE", 6)
-    verifier = _verifier()
+    verifier = _verifier(max_connections=3)
     bad = mint_token("wrong-secret-wrong-secret-wrong-secret", ttl=600)
     for _ in range(2):
         with pytest.raises(AuthError):
@@ -130,3 +130,17 @@ def test_a_grant_put_in_a_later_period_outlives_the_older_generations() -> None:
     assert cache.get(b"early", start + 300.0) is None
     assert cache.get(b"late", start + 449.9) is grant
     assert cache.get(b"late", start + 450.0) is None
+
+
+def test_the_cache_holds_a_storm_of_every_stream_the_process_can_serve() -> None:
+    """Twice MAX_CONNECTIONS at least: the newest half always stays, so every stream's token
+    checked in the last CACHE_SECONDS is still there when they all come back at once."""
+    assert auth.cache_size(100) == auth.CACHE_SIZE
+    assert auth.cache_size(20_000) == 40_000
+    cache = TokenCache(size=auth.cache_size(6_000), seconds=300.0, leeway=0.0)
+    grant = Grant(frozenset(), frozenset(), expires_at=math.inf)
+    now = time.time()
+    keys = [b"warm-up-%d" % i for i in range(10)] + [b"stream-%d" % i for i in range(6_000)]
+    for key in keys:
+        cache.put(key, grant, now)
+    assert all(cache.get(key, now + 60) is grant for key in keys[10:])
