@@ -18,7 +18,7 @@ def request_id(request: web.Request) -> str:
     if rid is None:
         given = request.headers.get("X-Request-Id", "")
         # 32 random hex digits, as uuid4().hex but without building a UUID (half the time).
-        rid = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+        rid = given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
         request[REQUEST_ID_KEY] = rid
     return rid
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Final
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -37,6 +38,12 @@ from ..subscriber import Subscriber
 log = logging.getLogger("service.stream")
 
 _announced: bool | None = None
+
+_STREAM_HEADERS: Final = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+}
 
 
 class LogStreamResponse(web.StreamResponse):
@@ -51,12 +58,10 @@ class LogStreamResponse(web.StreamResponse):
     _send_headers_immediately = False
 
     def __init__(self, headers: Mapping[str, str], *, user_timeout: bool = True) -> None:
-        super().__init__(status=200, headers=headers)
+        # One header dict, not aiohttp's `content_type` setter (it parses what it sets).
+        super().__init__(status=200, headers={**headers, **_STREAM_HEADERS})
         # Whether its socket needs TCP_USER_TIMEOUT set (False: inherited from the listener).
         self._user_timeout = user_timeout
-        self.content_type = "text/event-stream"
-        self.headers["Cache-Control"] = "no-cache"
-        self.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
         self.handed_off = False
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
