@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -144,3 +145,39 @@ def test_the_cache_holds_a_storm_of_every_stream_the_process_can_serve() -> None
     for key in keys:
         cache.put(key, grant, now)
     assert all(cache.get(key, now + 60) is grant for key in keys[10:])
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: "not-a-jwt",
+        lambda t: "!" + t,  # read by the quick look at the header, refused by PyJWT's
+        lambda t: t.replace(".", "=.", 1),  # padding PyJWT refuses here
+        lambda t: "e30." + t.partition(".")[2],  # `{}`: no alg at all
+        lambda t: "bnVsbA." + t.partition(".")[2],  # `null`: not an object
+    ],
+)
+async def test_a_malformed_token_is_refused_as_not_a_jwt_first(
+    mangle: Callable[[str], str],
+) -> None:
+    """The quick look at the header picks the key; a refusal still says first what PyJWT's
+    strict look at the header says."""
+    import jwt
+
+    token = mangle(mint_token(SECRET, ttl=600))
+    try:
+        jwt.get_unverified_header(token)
+        expected = "the token's algorithm is not allowed"
+    except jwt.PyJWTError:
+        expected = "the token is not a well-formed JWT"
+    with pytest.raises(AuthError) as refused:
+        await _verifier().verify(token)
+    assert refused.value.detail == expected
+
+
+async def test_the_header_read_quickly_still_decides_nothing_alone() -> None:
+    """An allowed alg in the header of a token signed otherwise is refused by PyJWT's check."""
+    token = mint_token("another-secret-another-secret-another", ttl=600)
+    with pytest.raises(AuthError) as refused:
+        await _verifier().verify(token)
+    assert refused.value.detail == "the token's signature does not verify"
