@@ -66,6 +66,11 @@ class HeadTimeoutRunner(web.AppRunner):
         self._head_timeout = head_timeout
         self._on_timeout = on_timeout
 
+    def keepalive_inherited(self) -> None:
+        """See `_HeadTimeoutServer.keepalive_inherited`; nothing with aiohttp's own server."""
+        if isinstance(self.server, _HeadTimeoutServer):
+            self.server.keepalive_inherited()
+
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
         handler_kwargs = getattr(made, "_kwargs", None)
@@ -113,6 +118,11 @@ class _HeadTimeoutServer(web.Server):
         if isinstance(protocol, _HeadTimedHandler):
             protocol.body = payload
         return self._made_factory(message, payload, protocol, writer, task)
+
+    def keepalive_inherited(self) -> None:
+        """The listening sockets carry SO_KEEPALIVE, which accepted sockets inherit: the
+        handlers no longer set it on each (one `setsockopt` per connection, tcp_options.py)."""
+        self._handler_kwargs["tcp_keepalive"] = False
 
     def __call__(self) -> web.RequestHandler:
         return _HeadTimedHandler(

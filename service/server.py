@@ -133,7 +133,9 @@ async def _main(settings: Settings, reuse_port: bool) -> None:
             f"{_reason(exc)} (LISTEN_HOST, PORT)"
         ) from None
     # Inherited by every accepted socket: no setsockopt per stream (tcp_options.py).
-    app[STATE].listeners_timed = tcp_options.set_on_listeners(site)
+    if tcp_options.set_on_listeners(site):
+        app[STATE].listeners_timed = True
+        runner.keepalive_inherited()
     log.info(
         "roomlogs listening on http://%s:%d (broker: %s, pid %d)",
         settings.listen_host,

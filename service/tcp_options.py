@@ -1,4 +1,5 @@
-"""TCP_USER_TIMEOUT for the streams: set once on the listening sockets, inherited on accept.
+"""TCP_USER_TIMEOUT for the streams (and SO_KEEPALIVE): set once on the listening sockets,
+inherited on accept.
 
 Unacknowledged data older than SEND_TIMEOUT_MS makes the kernel abort the connection (Linux):
 a hung peer is noticed at the first heartbeat it does not acknowledge, not when buffers fill.
@@ -38,16 +39,17 @@ def set_on_transport(transport: asyncio.BaseTransport | None) -> None:
 
 
 def set_on_listeners(site: web.BaseSite) -> bool:
-    """Whether every socket `site` listens on now carries the option (then accepted streams
-    need not set it); False where the platform lacks it or the sockets cannot be reached."""
+    """Whether every socket `site` listens on now carries the option, and SO_KEEPALIVE
+    (aiohttp's `tcp_keepalive`, set per connection unless told otherwise): then accepted
+    sockets need neither set. False where the platform lacks it or the sockets cannot be
+    reached."""
     if TCP_USER_TIMEOUT is None:
         return False
     server = getattr(site, "_server", None)
     sockets = getattr(server, "sockets", None)
-    if not sockets:
+    if not sockets or any(sock.family not in _TCP_FAMILIES for sock in sockets):
         return False
     for sock in sockets:
-        if sock.family not in _TCP_FAMILIES:
-            return False
         set_user_timeout(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return True
