@@ -14,18 +14,23 @@ REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 def request_id(request: web.Request) -> str:
     """The caller's X-Request-Id when it is sane (from the load balancer), else a new one."""
-    rid = request.get(REQUEST_ID_KEY)
-    if rid is None:
-        given = request.headers.get("X-Request-Id", "")
-        # 32 random hex digits, as uuid4().hex but without building a UUID (half the time).
-        rid = given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
-        request[REQUEST_ID_KEY] = rid
-    return rid
+    try:
+        # Set by the middleware: `request.get` would raise and catch a KeyError first.
+        return request[REQUEST_ID_KEY]
+    except KeyError:
+        rid = request[REQUEST_ID_KEY] = _given_or_new(request)
+        return rid
+
+
+def _given_or_new(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    # 32 random hex digits, as uuid4().hex but without building a UUID (half the time).
+    return given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request_id(request)
+    rid = request[REQUEST_ID_KEY] = _given_or_new(request)
     resp = await handler(request)
     if not resp.prepared:
         resp.headers["X-Request-Id"] = rid

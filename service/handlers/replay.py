@@ -136,6 +136,15 @@ async def _merged(
     reads: SharedReads, sources: list[_Source], sub: Subscriber
 ) -> AsyncIterator[list[tuple[str, HistoryEntry]]]:
     """Every source's logs merged by stream id, in batches of at most PAGE."""
+    if len(sources) == 1:
+        # One room: its pages as they were read, in order already (no heap, no id parsed
+        # per log).
+        src = sources[0]
+        while src.page and sub.ending is None:
+            yield [(src.room, entry) for entry in src.page]
+            if not await src.next_page(reads):
+                return
+        return
     heap = [(_key(src.page[0][0]), i) for i, src in enumerate(sources) if src.page]
     heapq.heapify(heap)
     batch: list[tuple[str, HistoryEntry]] = []
@@ -144,12 +153,8 @@ async def _merged(
         src = sources[i]
         batch.append((src.room, src.page[src.at]))
         src.at += 1
-        if src.at == len(src.page):
-            if batch and len(sources) == 1:
-                yield batch  # one room: write each page as it was read
-                batch = []
-            if not await src.next_page(reads):
-                continue
+        if src.at == len(src.page) and not await src.next_page(reads):
+            continue
         heapq.heappush(heap, (_key(src.page[src.at][0]), i))
         if len(batch) >= PAGE:
             yield batch
