@@ -40,7 +40,6 @@ from .envelope import ENVELOPE_SECRET_KEY, Envelopes, read_secret
 from .interest import Interest
 from .keeper import PlainKeeper
 from .keys import PLAIN, KeySpace, room_from_channel
-from .one_in_flight import OneInFlight
 from .plain import PlainStore
 from .replicas import Replicas
 from .resume_script import BATCH_RESUME_SCRIPT, RESUME_SCRIPT, RESUMES_PER_CALL
@@ -92,14 +91,12 @@ class RedisBroker(RedisCommands):
             self._client, self.publish_script, BATCH_PUBLISH_SCRIPT if self.coalesce else None
         )
         self._permissions = self._client.register_script(self.permissions_script)
-        resume = script_runner(
+        self._resume = script_runner(
             self._client,
             RESUME_SCRIPT,
             BATCH_RESUME_SCRIPT if self.coalesce else None,
             max_calls=RESUMES_PER_CALL,
         )
-        # A storm's resumes: those made while a batch is in flight make the next one.
-        self._resume = OneInFlight(resume) if self.coalesce else resume
         self._plain = PlainStore(
             self._client,
             self._keys,

@@ -184,3 +184,30 @@ def _evalsha_calls(redis_server: RedisServer) -> int:
         if line.startswith("cmdstat_evalsha:"):
             return int(line.split(":", 1)[1].split(",")[0].removeprefix("calls="))
     return 0
+
+
+async def test_calls_made_while_a_batch_is_in_flight_go_together_in_the_next(
+    own_redis: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    """One batch on the way at a time: ten publishes made over ten loop turns while the first
+    waits on a stalled Redis are one script call after it, each told its own ids, in order."""
+    broker = (await start_broker(redis_url=own_redis.url)).broker
+    await broker.publish(room, [_log(0)])  # Redis knows the script (no NOSCRIPT)
+    before = _evalsha_calls(own_redis)
+    own_redis.pause()
+    try:
+        first = asyncio.ensure_future(broker.publish(room, [_log(1)]))
+        for _ in range(3):  # the first batch is sent: it waits for Redis
+            await asyncio.sleep(0)
+        later = []
+        for i in range(10):
+            later.append(asyncio.ensure_future(broker.publish(room, [_log(2 + i)])))
+            await asyncio.sleep(0)  # a loop turn each
+    finally:
+        own_redis.resume()
+    results = await asyncio.wait_for(asyncio.gather(first, *later), 20)
+    assert _evalsha_calls(own_redis) - before == 2
+    ids = [i for r in results for i in r]
+    assert _ids_in_order(ids)
+    stored = await broker.history(room, None, 100)
+    assert [i for i, _ in stored][1:] == ids
