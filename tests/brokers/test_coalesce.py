@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.broker import BrokerUnavailable, KeyReused, PublishOutcomeUnknown
+from service.broker.coalesce import IN_FLIGHT
 from service.broker.script import Published
 from tests.support.brokers import StartBroker
 from tests.support.factories import sample_log
@@ -186,28 +187,55 @@ def _evalsha_calls(redis_server: RedisServer) -> int:
     return 0
 
 
-async def test_calls_made_while_a_batch_is_in_flight_go_together_in_the_next(
+async def test_publishes_made_while_in_flight_batches_are_full_go_together_in_the_next(
     own_redis: RedisServer, start_broker: StartBroker, room: str
 ) -> None:
-    """One batch on the way at a time: ten publishes made over ten loop turns while the first
-    waits on a stalled Redis are one script call after it, each told its own ids, in order."""
+    """At most IN_FLIGHT publish batches on the way: with Redis stalled, the first publishes
+    of 21 made over 21 loop turns take a batch each, the rest go in one after them, each told
+    its own id. (Batches on different connections have no order between them: concurrent
+    requests have none; a client's next publish after an answer is always sent after.)"""
     broker = (await start_broker(redis_url=own_redis.url)).broker
     await broker.publish(room, [_log(0)])  # Redis knows the script (no NOSCRIPT)
     before = _evalsha_calls(own_redis)
     own_redis.pause()
     try:
-        first = asyncio.ensure_future(broker.publish(room, [_log(1)]))
-        for _ in range(3):  # the first batch is sent: it waits for Redis
-            await asyncio.sleep(0)
-        later = []
-        for i in range(10):
-            later.append(asyncio.ensure_future(broker.publish(room, [_log(2 + i)])))
-            await asyncio.sleep(0)  # a loop turn each
+        calls = []
+        for i in range(21):
+            calls.append(asyncio.ensure_future(broker.publish(room, [_log(1 + i)])))
+            for _ in range(3):  # a loop turn each, and its batch sent
+                await asyncio.sleep(0)
     finally:
         own_redis.resume()
-    results = await asyncio.wait_for(asyncio.gather(first, *later), 20)
+    results = await asyncio.wait_for(asyncio.gather(*calls), 20)
+    assert _evalsha_calls(own_redis) - before == IN_FLIGHT + 1
+    assert all(len(r) == 1 for r in results)
+    stored = dict(await broker.history(room, None, 100))
+    assert [stored[i] for (i,) in results] == [_log(1 + i) for i in range(21)]
+
+
+async def test_resumes_made_while_one_is_in_flight_go_together_in_the_next(
+    own_redis: RedisServer, start_broker: StartBroker, room: str
+) -> None:
+    """Resumes, one batch on the way at a time: ten made over ten loop turns while the first
+    waits on a stalled Redis are one script call after it, each with its own room's page."""
+    broker = (await start_broker(redis_url=own_redis.url)).broker
+    rooms = [f"{room}-{r}" for r in range(11)]
+    for r, name in enumerate(rooms):
+        await broker.publish(name, [_log(10 * r + i) for i in range(3)])
+    starts = {name: (await broker.window(name)).oldest or "0-0" for name in rooms}
+    await broker.resume(rooms[0], starts[rooms[0]], 5)  # Redis knows the script
+    before = _evalsha_calls(own_redis)
+    own_redis.pause()
+    try:
+        calls = []
+        for name in rooms:
+            calls.append(asyncio.ensure_future(broker.resume(name, starts[name], 5)))
+            for _ in range(3):
+                await asyncio.sleep(0)
+    finally:
+        own_redis.resume()
+    results = await asyncio.wait_for(asyncio.gather(*calls), 20)
     assert _evalsha_calls(own_redis) - before == 2
-    ids = [i for r in results for i in r]
-    assert _ids_in_order(ids)
-    stored = await broker.history(room, None, 100)
-    assert [i for i, _ in stored][1:] == ids
+    for name, (window, page) in zip(rooms, results, strict=True):
+        assert window == await broker.window(name)
+        assert page == await broker.history(name, starts[name], 5)
