@@ -134,23 +134,19 @@ def is_spawned_worker(pid: int) -> bool:
 def established_inodes(port: int) -> set[int]:
     """Socket inodes of the ESTABLISHED TCP connections whose local port is `port` (the
     server's side of each client connection), from /proc/net/tcp and tcp6."""
-    inodes: set[int] = set()
-    for name in ("tcp", "tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
-                fields = line.split()
-                if len(fields) < 10 or fields[3] != "01":  # 01: ESTABLISHED
-                    continue
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(int(fields[9]))
-    return inodes
+    return {int(fields[9]) for fields in _established(port)}
 
 
 def established_peers(port: int) -> set[int]:
     """The peer ports of the ESTABLISHED TCP connections whose local port is `port`: which
     clients a server still holds, told apart from its other connections (nchan's publisher
     keeps one open to the same port), from /proc/net/tcp and tcp6."""
-    peers: set[int] = set()
+    return {int(fields[2].rsplit(":", 1)[1], 16) for fields in _established(port)}
+
+
+def _established(port: int) -> list[list[str]]:
+    """The /proc/net/tcp(6) rows of the ESTABLISHED connections whose local port is `port`."""
+    rows: list[list[str]] = []
     for name in ("tcp", "tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
@@ -158,8 +154,8 @@ def established_peers(port: int) -> set[int]:
                 if len(fields) < 10 or fields[3] != "01":  # 01: ESTABLISHED
                     continue
                 if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    peers.add(int(fields[2].rsplit(":", 1)[1], 16))
-    return peers
+                    rows.append(fields)
+    return rows
 
 
 def owners_of_ports(pids: Sequence[int], ports: set[int]) -> dict[int, int]:

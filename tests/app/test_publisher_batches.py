@@ -11,21 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.publisher import Publisher, PublishError
-from tests.support.factories import MakeClient, token
+from tests.support.factories import MakeClient, ids_in_order, token
 from tests.support.servers import RedisServer
-
-
-def _calls(redis_server: RedisServer, command: str) -> int:
-    for line in redis_server.cli("INFO", "commandstats").splitlines():
-        name, _, rest = line.partition(":")
-        if name == f"cmdstat_{command}":
-            return int(rest.split(",")[0].removeprefix("calls="))
-    return 0
-
-
-def _in_order(ids: list[str]) -> bool:
-    keys = [tuple(int(part) for part in i.split("-")) for i in ids]
-    return keys == sorted(keys) and len(set(keys)) == len(keys)
 
 
 async def _history(url: str, room: str) -> list[tuple[str, bytes]]:
@@ -42,11 +29,11 @@ async def test_concurrent_emits_over_redis_go_in_few_script_calls_in_emit_order(
 ) -> None:
     async with Publisher(redis_url=redis_server.url) as publisher:
         await publisher.emit(room, "warm-up")  # reads the envelope secret
-        before = _calls(redis_server, "evalsha")
+        before = redis_server.calls().get("evalsha", 0)
         emits = [asyncio.ensure_future(publisher.emit(room, f"log {i}")) for i in range(250)]
         ids = await asyncio.gather(*emits)
-        calls = _calls(redis_server, "evalsha") - before
-    assert _in_order(ids)
+        calls = redis_server.calls().get("evalsha", 0) - before
+    assert ids_in_order(ids)
     assert calls <= 5  # 250 logs at most 100 per send: 3, whatever the timing
     stored = (await _history(redis_server.url, room))[1:]
     assert [i for i, _ in stored] == ids
@@ -61,7 +48,7 @@ async def test_concurrent_emits_over_http_go_in_few_posts_each_told_its_own_id(
     async with Publisher(url=base, token=token()) as publisher:
         emits = [asyncio.ensure_future(publisher.emit(room, f"log {i}")) for i in range(150)]
         ids = await asyncio.gather(*emits)
-    assert _in_order(ids)
+    assert ids_in_order(ids)
     stored = await _history(redis_server.url, room)
     assert [i for i, _ in stored] == ids
     assert [f'"log {i}"'.encode() in data for i, (_, data) in enumerate(stored)] == [True] * 150
@@ -104,7 +91,7 @@ async def test_emits_past_max_pending_wait_and_are_sent_in_order_once_redis_answ
     assert isinstance(outcomes[3], asyncio.CancelledError)
     ids = [o for o in outcomes if isinstance(o, str)]
     assert len(ids) == 49
-    assert _in_order(ids)
+    assert ids_in_order(ids)
     stored = (await _history(own_redis.url, room))[1:]
     assert len(stored) == 50  # the cancelled emit's log too
     assert [f'"log {i}"'.encode() in data for i, (_, data) in enumerate(stored)] == [True] * 50
@@ -117,5 +104,5 @@ async def test_a_lone_emit_is_sent_on_its_own(
     async with Publisher(redis_url=redis_server.url, linger=linger) as publisher:
         first = await publisher.emit(room, "one")
         second = await publisher.emit(room, "two")
-    assert _in_order([first, second])
+    assert ids_in_order([first, second])
     assert [i for i, _ in await _history(redis_server.url, room)] == [first, second]

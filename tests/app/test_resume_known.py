@@ -15,13 +15,8 @@ READS = ("evalsha", "xrange", "xrevrange", "xinfo|stream")
 
 def _reads(redis_server: RedisServer) -> dict[str, int]:
     """The history reads Redis has answered so far, per command (INFO commandstats)."""
-    counts = dict.fromkeys(READS, 0)
-    for line in redis_server.cli("INFO", "commandstats").splitlines():
-        name, _, rest = line.partition(":")
-        command = name.removeprefix("cmdstat_")
-        if command in counts:
-            counts[command] = int(rest.split(",")[0].removeprefix("calls="))
-    return counts
+    calls = redis_server.calls()
+    return {command: calls.get(command, 0) for command in READS}
 
 
 async def _watch_then_leave(client: Client, room: str, count: int) -> list[str]:

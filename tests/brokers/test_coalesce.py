@@ -14,17 +14,12 @@ from service.broker import BrokerUnavailable, KeyReused, PublishOutcomeUnknown
 from service.broker.coalesce import IN_FLIGHT
 from service.broker.script import Published
 from tests.support.brokers import StartBroker
-from tests.support.factories import sample_log
+from tests.support.factories import ids_in_order, sample_log
 from tests.support.servers import RedisServer
 
 
 def _log(i: int) -> bytes:
     return orjson.dumps(sample_log(i))
-
-
-def _ids_in_order(ids: list[str]) -> bool:
-    keys = [tuple(int(part) for part in i.split("-")) for i in ids]
-    return keys == sorted(keys) and len(set(keys)) == len(keys)
 
 
 async def test_concurrent_publishes_get_their_own_ids_in_each_rooms_order(
@@ -41,7 +36,7 @@ async def test_concurrent_publishes_get_their_own_ids_in_each_rooms_order(
         mine = [p for (call_room, _, _), p in zip(calls, results, strict=True) if call_room == r]
         ids = [i for p in mine for i in p.ids]
         assert all(len(p.ids) == 2 and not p.replayed for p in mine)
-        assert _ids_in_order(ids)  # the calls' order, each call's logs together
+        assert ids_in_order(ids)  # the calls' order, each call's logs together
         stored = await broker.history(r, None, 1000)
         assert [i for i, _ in stored] == ids
         logs = [log for (call_room, batch, _) in calls if call_room == r for log in batch]
@@ -108,7 +103,7 @@ async def test_one_call_or_more_than_a_pipeline_holds(
     results = await asyncio.gather(*(broker.publish(room, [_log(i)]) for i in range(calls)))
     ids = [i for r in results for i in r]
     assert len(ids) == calls
-    assert _ids_in_order(ids)
+    assert ids_in_order(ids)
 
 
 async def test_a_call_that_redis_refuses_fails_alone_and_the_next_calls_run(
@@ -149,7 +144,7 @@ async def test_a_turn_of_big_batches_is_cut_into_several_script_calls_in_order(
     results = await asyncio.gather(*(broker.publish(room, logs) for logs in batches))
     assert [len(ids) for ids in results] == [100] * 40
     ids = [i for r in results for i in r]
-    assert _ids_in_order(ids)
+    assert ids_in_order(ids)
     stored = await broker.history(room, None, 5000)
     assert [i for i, _ in stored] == ids
     assert [data for _, data in stored] == [log for logs in batches for log in logs]
@@ -181,10 +176,7 @@ async def test_concurrent_resumes_in_one_script_call_each_get_their_own_room(
 
 
 def _evalsha_calls(redis_server: RedisServer) -> int:
-    for line in redis_server.cli("INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            return int(line.split(":", 1)[1].split(",")[0].removeprefix("calls="))
-    return 0
+    return redis_server.calls().get("evalsha", 0)
 
 
 async def test_publishes_made_while_in_flight_batches_are_full_go_together_in_the_next(

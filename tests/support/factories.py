@@ -91,3 +91,9 @@ async def publish_logs(client: Client, room: str, start: int, count: int) -> lis
         assert r.status == 202, await r.text()
         ids.extend((await r.json())["ids"])
     return ids
+
+
+def ids_in_order(ids: list[str]) -> bool:
+    """Stream ids strictly increasing: stored in this order, none twice."""
+    keys = [tuple(int(part) for part in i.split("-")) for i in ids]
+    return keys == sorted(keys) and len(set(keys)) == len(keys)

@@ -221,6 +221,17 @@ class RedisServer:
         )
         return out.stdout.decode()
 
+    def calls(self) -> dict[str, int]:
+        """The commands this server has run so far, and how often (INFO commandstats)."""
+        counts: dict[str, int] = {}
+        for line in self.cli("INFO", "commandstats").splitlines():
+            name, _, rest = line.partition(":")
+            if name.startswith("cmdstat_"):
+                counts[name.removeprefix("cmdstat_")] = int(
+                    rest.split(",")[0].removeprefix("calls=")
+                )
+        return counts
+
     def _cli_tls(self) -> list[str]:
         if self.tls is None:
             return []

@@ -45,6 +45,29 @@ def _loops() -> list[Callable[[], asyncio.AbstractEventLoop]]:
     return [*loops, uvloop.new_event_loop]
 
 
+async def _one_answer(
+    runner: web.AppRunner, after_listeners: Callable[[], None] | None = None
+) -> str:
+    """`runner` served on a port whose listener got the options, and the body of its answer
+    to one GET."""
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    try:
+        await site.start()
+        assert tcp_options.set_on_listeners(site)
+        if after_listeners is not None:
+            after_listeners()
+        [port] = [addr[1] for addr in runner.addresses]
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+        return answer.decode().rpartition("\r\n\r\n")[2]
+    finally:
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize("loop_factory", _loops(), ids=lambda f: f.__module__)
 def test_an_aiohttp_sites_connections_inherit_it(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
@@ -59,21 +82,7 @@ def test_an_aiohttp_sites_connections_inherit_it(
     async def main() -> str:
         app = web.Application()
         app.router.add_get("/", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        try:
-            await site.start()
-            assert tcp_options.set_on_listeners(site)
-            [port] = [addr[1] for addr in runner.addresses]
-            async with asyncio.timeout(10):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                answer = await reader.read()
-                writer.close()
-            return answer.decode().rpartition("\r\n\r\n")[2]
-        finally:
-            await runner.cleanup()
+        return await _one_answer(web.AppRunner(app))
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         assert runner.run(main()) == str(SEND_TIMEOUT_MS)
@@ -113,21 +122,7 @@ def test_the_serve_runners_handlers_leave_keepalive_to_the_listener(
         app = web.Application()
         app.router.add_get("/", handler)
         runner = HeadTimeoutRunner(app, head_timeout=5.0, on_timeout=lambda: None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        try:
-            await site.start()
-            assert tcp_options.set_on_listeners(site)
-            runner.keepalive_inherited()
-            [port] = [addr[1] for addr in runner.addresses]
-            async with asyncio.timeout(10):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                answer = await reader.read()
-                writer.close()
-            return answer.decode().rpartition("\r\n\r\n")[2]
-        finally:
-            await runner.cleanup()
+        return await _one_answer(runner, runner.keepalive_inherited)
 
     assert asyncio.run(main()) == f"1 {SEND_TIMEOUT_MS}"
     assert per_connection == []
